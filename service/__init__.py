@@ -1,0 +1,1 @@
+"""Code shared by the API and the workers. Never imports JAX or numpyro."""

@@ -1,0 +1,40 @@
+"""Every exception chainyard raises on purpose, in one place (rq's `exceptions.py` style)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ChainyardError(Exception):
+    """Base of all chainyard errors."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a user's input: the field path and what is wrong there."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class SpecError(ChainyardError):
+    """A model spec or sampler settings that cannot run; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+class CheckpointMismatchError(ChainyardError):
+    """A checkpoint directory holds the state of a different job or engine layout."""
+
+
+class InitializationError(ChainyardError):
+    """NUTS found no starting point with a finite log density."""
+
+
+class StopRequested(ChainyardError):  # noqa: N818 - it is a signal, not a failure
+    """Sampling stopped at a block boundary because a stop was requested (cancel, SIGTERM)."""

@@ -1,0 +1,153 @@
+"""What the model language may call: distributions and functions.
+
+Distribution names and parameter names are numpyro's (`numpyro.distributions`),
+listed here as plain data so the API can validate specs without importing JAX.
+The lowering stage (workers/lower.py) maps each name to the numpyro class of the
+same name and each function to its JAX implementation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class Event(Enum):
+    """How a distribution's event shape follows from its arguments."""
+
+    SCALAR = "scalar"  # event (), batch = broadcast of all arguments
+    CATEGORICAL = "categorical"  # probs/logits (..., k): event (), batch (...)
+    SIMPLEX = "simplex"  # concentration (..., k): event (k,)
+    MVN = "mvn"  # loc (..., k), matrix (..., k, k): event (k,)
+    LKJ = "lkj"  # dimension d (an integer): event (d, d)
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """One distribution of the language, with numpyro's parameter names in numpyro's order."""
+
+    params: tuple[str, ...]
+    required: frozenset[str] = frozenset()
+    one_of: tuple[str, ...] = ()
+    """Exactly one of these must be given (probs or logits; a covariance form)."""
+    constraints: dict[str, str] = field(default_factory=dict)
+    """Checkable constraint per parameter: positive, unit, nonnegative_int, positive_int, dimension."""
+    support: str = "real"
+    """What observed values must be: real, positive, nonnegative, unit, binary, count, category, ..."""
+    event: Event = Event.SCALAR
+    loc_scale: bool = False
+    """Has `loc` and `scale`, so `reparam: noncentered` applies."""
+    discrete: bool = False
+
+
+def _d(params: str, *, required: str = "", one_of: str = "", **kw: object) -> DistInfo:
+    return DistInfo(
+        params=tuple(params.split()),
+        required=frozenset(required.split()),
+        one_of=tuple(one_of.split()),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+_POS = "positive"
+DISTRIBUTIONS: dict[str, DistInfo] = {
+    "Normal": _d("loc scale", constraints={"scale": _POS}, loc_scale=True),
+    "HalfNormal": _d("scale", constraints={"scale": _POS}, support="nonnegative"),
+    "StudentT": _d("df loc scale", required="df", constraints={"df": _POS, "scale": _POS}, loc_scale=True),
+    "Cauchy": _d("loc scale", constraints={"scale": _POS}, loc_scale=True),
+    "HalfCauchy": _d("scale", constraints={"scale": _POS}, support="nonnegative"),
+    "Laplace": _d("loc scale", constraints={"scale": _POS}, loc_scale=True),
+    "Logistic": _d("loc scale", constraints={"scale": _POS}),
+    "Exponential": _d("rate", constraints={"rate": _POS}, support="nonnegative"),
+    "Gamma": _d("concentration rate", required="concentration", constraints={"concentration": _POS, "rate": _POS},
+                support="positive"),
+    "InverseGamma": _d("concentration rate", required="concentration",
+                       constraints={"concentration": _POS, "rate": _POS}, support="positive"),
+    "LogNormal": _d("loc scale", constraints={"scale": _POS}, support="positive"),
+    "Weibull": _d("scale concentration", required="scale concentration",
+                  constraints={"scale": _POS, "concentration": _POS}, support="positive"),
+    "Beta": _d("concentration1 concentration0", required="concentration1 concentration0",
+               constraints={"concentration1": _POS, "concentration0": _POS}, support="unit"),
+    "Uniform": _d("low high", required="low high", support="interval"),
+    "Bernoulli": _d("probs logits", one_of="probs logits", constraints={"probs": "unit"}, support="binary",
+                    discrete=True),
+    "BernoulliLogits": _d("logits", required="logits", support="binary", discrete=True),
+    "BernoulliProbs": _d("probs", required="probs", constraints={"probs": "unit"}, support="binary", discrete=True),
+    "Binomial": _d("total_count probs logits", one_of="probs logits",
+                   constraints={"total_count": "nonnegative_int", "probs": "unit"}, support="bounded_count",
+                   discrete=True),
+    "BinomialLogits": _d("logits total_count", required="logits", constraints={"total_count": "nonnegative_int"},
+                         support="bounded_count", discrete=True),
+    "BinomialProbs": _d("probs total_count", required="probs",
+                        constraints={"total_count": "nonnegative_int", "probs": "unit"}, support="bounded_count",
+                        discrete=True),
+    "Poisson": _d("rate", required="rate", constraints={"rate": _POS}, support="count", discrete=True),
+    "ZeroInflatedPoisson": _d("gate rate", required="gate", constraints={"gate": "unit", "rate": _POS},
+                              support="count", discrete=True),
+    "NegativeBinomial2": _d("mean concentration", required="mean concentration",
+                            constraints={"mean": _POS, "concentration": _POS}, support="count", discrete=True),
+    "BetaBinomial": _d("concentration1 concentration0 total_count", required="concentration1 concentration0",
+                       constraints={"concentration1": _POS, "concentration0": _POS,
+                                    "total_count": "nonnegative_int"},
+                       support="bounded_count", discrete=True),
+    "Categorical": _d("probs logits", one_of="probs logits", constraints={"probs": "unit"}, support="category",
+                      event=Event.CATEGORICAL, discrete=True),
+    "CategoricalLogits": _d("logits", required="logits", support="category", event=Event.CATEGORICAL,
+                            discrete=True),
+    "CategoricalProbs": _d("probs", required="probs", constraints={"probs": "unit"}, support="category",
+                           event=Event.CATEGORICAL, discrete=True),
+    "Dirichlet": _d("concentration", required="concentration", constraints={"concentration": _POS},
+                    support="simplex", event=Event.SIMPLEX),
+    "MultivariateNormal": _d("loc covariance_matrix precision_matrix scale_tril",
+                             one_of="covariance_matrix precision_matrix scale_tril", event=Event.MVN),
+    "LKJCholesky": _d("dimension concentration", required="dimension",
+                      constraints={"dimension": "dimension", "concentration": _POS}, support="corr_cholesky",
+                      event=Event.LKJ),
+    "LKJ": _d("dimension concentration", required="dimension",
+              constraints={"dimension": "dimension", "concentration": _POS}, support="corr_matrix", event=Event.LKJ),
+}
+
+
+class Fn(Enum):
+    """Shape rule of a function of the expression language."""
+
+    ELEMENTWISE = "elementwise"  # n arguments, numpy broadcasting
+    REDUCE = "reduce"  # one array -> scalar
+    MATMUL = "matmul"  # like @
+    LAST_AXIS = "last_axis"  # same shape (softmax over the last axis, cumsum of a vector)
+    TRANSPOSE = "transpose"
+
+
+@dataclass(frozen=True)
+class FnInfo:
+    rule: Fn
+    arity: int
+
+
+def _f(rule: Fn, arity: int = 1) -> FnInfo:
+    return FnInfo(rule, arity)
+
+
+FUNCTIONS: dict[str, FnInfo] = {
+    **{
+        name: _f(Fn.ELEMENTWISE)
+        for name in (
+            "exp log log1p expm1 sqrt abs square logit inv_logit sigmoid softplus log_sigmoid tanh sin cos "
+            "Phi lgamma floor"
+        ).split()
+    },
+    "minimum": _f(Fn.ELEMENTWISE, 2),
+    "maximum": _f(Fn.ELEMENTWISE, 2),
+    "pow": _f(Fn.ELEMENTWISE, 2),
+    "where": _f(Fn.ELEMENTWISE, 3),
+    "sum": _f(Fn.REDUCE),
+    "mean": _f(Fn.REDUCE),
+    "logsumexp": _f(Fn.REDUCE),
+    "dot": _f(Fn.MATMUL, 2),
+    "softmax": _f(Fn.LAST_AXIS),
+    "log_softmax": _f(Fn.LAST_AXIS),
+    "cumsum": _f(Fn.LAST_AXIS),
+    "transpose": _f(Fn.TRANSPOSE),
+}
+
+LOC_SCALE = sorted(name for name, info in DISTRIBUTIONS.items() if info.loc_scale)

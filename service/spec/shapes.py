@@ -1,0 +1,168 @@
+"""Static shape checking of expressions, with index range checks against the data.
+
+JAX clamps out-of-range gather indices silently, so every index into a variable
+is checked here, against the actual integer data, before anything is queued.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.exceptions import Problem
+from service.spec.catalog import DISTRIBUTIONS, FUNCTIONS, Fn
+from service.spec.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
+from service.spec.ir import Shape
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """What the checker knows about a name: its shape and, for data, its values."""
+
+    kind: str  # data | param | define
+    shape: Shape
+    values: np.ndarray | None = None
+
+
+class ShapeError(Exception):
+    """Raised inside the checker; turned into one Problem at the expression's path."""
+
+
+def broadcast(*shapes: Shape) -> Shape:
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ShapeError("shape mismatch: cannot broadcast " + " with ".join(_fmt(s) for s in shapes)) from None
+
+
+def matmul(a: Shape, b: Shape) -> Shape:
+    if not a or not b:
+        raise ShapeError("@ and dot need arrays, not scalars")
+    if len(a) > 2 or len(b) > 2:
+        raise ShapeError("@ and dot take vectors and matrices only")
+    inner_a = a[-1]
+    inner_b = b[0] if len(b) == 1 else b[-2]
+    if inner_a != inner_b:
+        raise ShapeError(f"shape mismatch in matrix product: {_fmt(a)} @ {_fmt(b)}")
+    return a[:-1] + b[1:] if len(b) == 2 else a[:-1]
+
+
+def _fmt(shape: Shape) -> str:
+    return "(" + ", ".join(str(s) for s in shape) + ("," if len(shape) == 1 else "") + ")"
+
+
+class ShapeChecker:
+    """Infers the shape of expressions over a table of known symbols."""
+
+    def __init__(self, symbols: dict[str, Symbol]) -> None:
+        self.symbols = symbols
+
+    def check(self, node: Node, path: str, problems: list[Problem]) -> Shape | None:
+        """Shape of `node`, or None after recording the problem at `path`."""
+        try:
+            return self.shape(node)
+        except ShapeError as exc:
+            problems.append(Problem(path, str(exc)))
+            return None
+
+    def shape(self, node: Node) -> Shape:
+        match node:
+            case Num():
+                return ()
+            case Name(id=name):
+                if name not in self.symbols:
+                    raise ShapeError(f"unknown name {name!r}")
+                return self.symbols[name].shape
+            case Neg(operand=o):
+                return self.shape(o)
+            case BinOp(op="@", left=a, right=b):
+                return matmul(self.shape(a), self.shape(b))
+            case BinOp(left=a, right=b) | Compare(left=a, right=b):
+                return broadcast(self.shape(a), self.shape(b))
+            case Call(func=func, args=args, kwargs=kwargs):
+                return self._call(func, args, kwargs)
+            case Index(value=value, items=items):
+                return self._index(value, items)
+        raise ShapeError(f"unsupported expression {node!r}")
+
+    def _call(self, func: str, args: tuple[Node, ...], kwargs: tuple[tuple[str, Node], ...]) -> Shape:
+        if func in DISTRIBUTIONS:
+            raise ShapeError(f"distribution {func} used inside an expression")
+        info = FUNCTIONS.get(func)
+        if info is None:
+            raise ShapeError(f"unknown function {func!r}; known: {', '.join(sorted(FUNCTIONS))}")
+        if kwargs:
+            raise ShapeError(f"{func}() takes no keyword arguments")
+        if len(args) != info.arity:
+            raise ShapeError(f"{func}() takes {info.arity} argument(s), got {len(args)}")
+        shapes = [self.shape(a) for a in args]
+        match info.rule:
+            case Fn.ELEMENTWISE:
+                return broadcast(*shapes)
+            case Fn.REDUCE:
+                return ()
+            case Fn.MATMUL:
+                return matmul(*shapes)
+            case Fn.LAST_AXIS:
+                if not shapes[0]:
+                    raise ShapeError(f"{func}() needs an array, got a scalar")
+                return shapes[0]
+            case Fn.TRANSPOSE:
+                return shapes[0][::-1]
+        raise ShapeError(f"unknown function {func!r}")
+
+    def _index(self, value: Node, items: tuple[Node | Slice, ...]) -> Shape:
+        base = self.shape(value)
+        if len(items) > len(base):
+            raise ShapeError(f"too many indices ({len(items)}) for an array of shape {_fmt(base)}")
+        point: dict[int, Shape] = {}  # axis -> shape of the integer index on it
+        for axis, item in enumerate(items):
+            if isinstance(item, Slice):
+                if item.step == 0:
+                    raise ShapeError("slice step cannot be zero")
+                continue
+            size = base[axis]
+            values = self._index_values(item)
+            low = -size if isinstance(item, Num) else 0  # a literal may count from the end, data may not
+            if values.size and values.min() < low:
+                raise ShapeError(f"index {_describe(item)} out of range: min {int(values.min())} on axis {axis}"
+                                 f" of size {size} (indices are 0-based)")
+            if values.size and values.max() >= size:
+                raise ShapeError(
+                    f"index {_describe(item)} out of range: max {int(values.max())} >= size {size} of axis {axis}"
+                )
+            point[axis] = values.shape
+        arrays = any(point.values())
+        axes = sorted(point)
+        if arrays and axes != list(range(axes[0], axes[0] + len(axes))):
+            raise ShapeError("integer and array indices must be on adjacent axes")
+        # numpy's rule: with an array index, all integer indices broadcast together in place of their axes;
+        # without one, an integer index just removes its axis
+        result: list[int] = []
+        for axis, item in enumerate(items):
+            if isinstance(item, Slice):
+                result.append(len(range(*slice(item.start, item.stop, item.step).indices(base[axis]))))
+            elif arrays and axis == axes[0]:
+                result.extend(broadcast(*point.values()))
+        return tuple(result) + base[len(items):]
+
+    def _index_values(self, item: Node) -> np.ndarray:
+        if isinstance(item, Num):
+            if not isinstance(item.value, int):
+                raise ShapeError(f"index {item.value!r} is not an integer")
+            return np.asarray(item.value)
+        if isinstance(item, Name):
+            sym = self.symbols.get(item.id)
+            if sym is None:
+                raise ShapeError(f"unknown name {item.id!r}")
+            if sym.kind != "data" or sym.values is None:
+                raise ShapeError(f"index {item.id!r} is a {sym.kind}; indices must be integer data")
+            if not np.issubdtype(sym.values.dtype, np.integer):
+                raise ShapeError(f"index {item.id!r} is not integer data (dtype {sym.values.dtype})")
+            return sym.values
+        raise ShapeError("an index must be integer data, an integer literal or a slice")
+
+
+def _describe(item: Node) -> str:
+    return repr(item.id) if isinstance(item, Name) else repr(getattr(item, "value", item))

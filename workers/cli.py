@@ -1,0 +1,190 @@
+"""The `chainyard` command. JAX is imported only by the verbs that sample."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.exceptions import ChainyardError, SpecError, StopRequested
+from service.sampler import SamplerSettings, parse_job, parse_settings
+from service.spec.loader import load_file
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bayesian inference (NUTS) as a service.")
+err = Console(stderr=True)
+
+EXIT_BAD_SPEC = 2
+EXIT_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+SUMMARY_COLUMNS = ("mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "ess_bulk", "ess_tail", "r_hat")
+
+
+def _load(file: Path, overrides: dict[str, Any]) -> tuple[Any, SamplerSettings]:
+    try:
+        model, settings = parse_job(load_file(file))
+        if overrides:
+            settings = parse_settings({**settings.model_dump(), **overrides})
+        return model, settings
+    except SpecError as exc:
+        err.print(f"[bold red]error:[/] {file} is not a valid job or model spec:")
+        for p in exc.problems:
+            err.print(f"  {p.path or '(document)'}: {p.message}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_SPEC) from None
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Model spec or job document {model, sampler} (YAML or JSON).")],
+    chains: Annotated[int | None, typer.Option(help="Chains (default 4).")] = None,
+    warmup: Annotated[int | None, typer.Option(help="Warmup iterations per chain (default 1000).")] = None,
+    draws: Annotated[int | None, typer.Option(help="Sampling iterations per chain (default 1000).")] = None,
+    thin: Annotated[int | None, typer.Option(help="Keep every n-th draw.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed; the draws are a pure function of model, data, settings.")]
+    = None,
+    target_accept: Annotated[float | None, typer.Option(help="Target acceptance probability (default 0.8).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the InferenceData as netCDF here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint every block here; rerun to resume.")]
+    = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars or table.")] = False,
+) -> None:
+    """Fit a model in this process and print its summary."""
+    overrides = {k: v for k, v in dict(chains=chains, warmup=warmup, draws=draws, thin=thin, seed=seed,
+                                       target_accept=target_accept).items() if v is not None}
+    model, settings = _load(file, overrides)
+
+    from service.config import Settings
+    from workers.jaxsetup import configure
+
+    config = Settings()
+    configure(config.compile_cache_dir)
+
+    from service.results import summary, to_inference_data, write_netcdf
+    from workers.engine import Engine
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
+    engine = Engine(block_seconds=config.block_seconds, max_block=config.max_block, threads=config.threads)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    show = console.is_terminal and not quiet
+    try:
+        with _progress(console, settings, show) as report:
+            fit = engine.run(model, settings, checkpoint_dir=checkpoint_dir, progress=report, stop=stop)
+    except StopRequested:
+        where = f"; rerun the same command to resume from {checkpoint_dir}" if checkpoint_dir else ""
+        err.print(f"stopped{where}")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except ChainyardError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    idata = to_inference_data(model, fit.draws, fit.stats,
+                              attrs={"seed": fit.seed, "max_tree_depth": settings.max_tree_depth})
+    result = summary(idata)
+    result["seed"] = fit.seed
+    result["wall_seconds"] = round(fit.timings["wall"], 3)
+    if out is not None:
+        write_netcdf(idata, out)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=1))
+    if not quiet:
+        _print_summary(console, result)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Model spec or job document (YAML or JSON).")],
+) -> None:
+    """Check a spec without sampling; print its variables, shapes and the graph spec that would run."""
+    from service.spec.describe import describe
+
+    model, settings = _load(file, {})
+    typer.echo(json.dumps({**describe(model), "sampler": settings.model_dump()}, indent=1))
+
+
+class _progress:  # noqa: N801 - used like a function in `with`
+    """Per-chain progress bars on a terminal; a no-op otherwise."""
+
+    def __init__(self, console: Console, settings: SamplerSettings, show: bool) -> None:
+        self.show = show
+        self.console = console
+        self.settings = settings
+
+    def __enter__(self) -> Any:
+        if not self.show:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bars = Progress(TextColumn("chain {task.fields[chain]}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[phase]:<8} div {task.fields[div]}"), TimeElapsedColumn(),
+                             console=self.console)
+        total = self.settings.warmup + self.settings.draws
+        self.tasks = [self.bars.add_task("", total=total, chain=c, phase="starting", div=0)
+                      for c in range(self.settings.chains)]
+        self.bars.start()
+        lock = threading.Lock()
+
+        def report(p: Any) -> None:
+            with lock:
+                self.bars.update(self.tasks[p.chain], completed=p.iteration, phase=p.phase, div=p.divergences)
+
+        return report
+
+    def __exit__(self, *exc: object) -> None:
+        if self.show:
+            self.bars.stop()
+
+
+def _print_summary(console: Console, result: dict[str, Any]) -> None:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("variable", no_wrap=True)
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="right")
+    for row in result["variables"]:
+        table.add_row(row["variable"], *(_fmt(row.get(c), c) for c in SUMMARY_COLUMNS))
+    console.print(table)
+    t = result["totals"]
+    console.print(
+        f"{t['chains']} chains x {t['draws_per_chain']} draws, seed {result['seed']}, {result['wall_seconds']} s; "
+        f"divergences {t['divergences']}, max r_hat {_fmt(t['max_rhat'], 'r_hat')}, "
+        f"min ess_bulk {_fmt(t['min_ess_bulk'], 'ess_bulk')}, min ess_tail {_fmt(t['min_ess_tail'], 'ess_tail')}",
+        highlight=False,
+    )
+    for w in t["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _fmt(value: float | None, column: str) -> str:
+    if value is None:
+        return "-"
+    if column.startswith("ess"):
+        return f"{value:.0f}"
+    if column == "r_hat":
+        return f"{value:.3f}"
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.4g}"
+
+
+def main() -> None:
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
