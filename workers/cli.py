@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from service.exceptions import ChainyardError, SpecError, StopRequested
@@ -156,7 +157,7 @@ def _print_summary(console: Console, result: dict[str, Any]) -> None:
     for col in SUMMARY_COLUMNS:
         table.add_column(col, justify="right")
     for row in result["variables"]:
-        table.add_row(row["variable"], *(_fmt(row.get(c), c) for c in SUMMARY_COLUMNS))
+        table.add_row(escape(row["variable"]), *(_fmt(row.get(c), c) for c in SUMMARY_COLUMNS))
     console.print(table)
     t = result["totals"]
     console.print(

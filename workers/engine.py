@@ -134,6 +134,8 @@ class Program:
                         "point; check priors against the data and the init strategy"
                     ) from None
                 raise
+            except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
+                raise InitializationError(f"initialization failed: {exc}") from None
             leaves, self.treedef = jax.tree_util.tree_flatten(state)
         return self.restore([np.asarray(leaf) for leaf in leaves])
 

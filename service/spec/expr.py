@@ -179,6 +179,8 @@ def _convert(node: ast.expr, depth: int) -> Node:
         case ast.Compare():
             raise _Refused("only single comparisons such as `a < b` are allowed")
         case ast.Call(func=ast.Name(id=func), args=args, keywords=keywords):
+            if not NAME_RE.match(func):
+                raise _Refused(f"function name {func!r} is not allowed")
             if any(isinstance(a, ast.Starred) for a in args):
                 raise _Refused("starred arguments are not allowed")
             kwargs: list[tuple[str, Node]] = []

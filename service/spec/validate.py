@@ -27,6 +27,7 @@ MAX_DATA_ELEMENTS = 20_000_000
 """Total numbers in `data`; about 160 MB as float64."""
 MAX_PARAM_ELEMENTS = 200_000
 """Total elements of all params: the dimension NUTS works in."""
+MAX_DATA_DIMS = 8
 MAX_NAMES = 2_000
 RESERVED = frozenset({"chain", "draw"})
 """ArviZ's own dimension names."""
@@ -144,6 +145,9 @@ class _Validator:
         except (ValueError, TypeError, RecursionError, OverflowError) as exc:
             msg = "nested lists must be rectangular" if "inhomogeneous" in str(exc) else "not an array of numbers"
             self.problem(path, msg)
+            return None
+        if array.ndim > MAX_DATA_DIMS:
+            self.problem(path, f"has {array.ndim} dimensions; at most {MAX_DATA_DIMS} are allowed")
             return None
         if array.dtype.kind == "b":
             array = array.astype(np.int64)
