@@ -20,7 +20,7 @@ from service.sampler import SamplerSettings, parse_job, parse_settings
 from service.spec.loader import load_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bayesian inference (NUTS) as a service.")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_BAD_SPEC = 2
 EXIT_FAILED = 3

@@ -21,12 +21,17 @@ class Symbol:
     """What the checker knows about a name: its shape and, for data, its values."""
 
     kind: str  # data | param | define
-    shape: Shape
+    shape: Shape | None
+    """None for a node whose own problem was already reported: its dependents stay quiet."""
     values: np.ndarray | None = None
 
 
 class ShapeError(Exception):
     """Raised inside the checker; turned into one Problem at the expression's path."""
+
+
+class _Reported(Exception):
+    """The expression uses a name whose own problem was reported already."""
 
 
 def broadcast(*shapes: Shape) -> Shape:
@@ -65,6 +70,8 @@ class ShapeChecker:
         except ShapeError as exc:
             problems.append(Problem(path, str(exc)))
             return None
+        except _Reported:
+            return None
 
     def shape(self, node: Node) -> Shape:
         match node:
@@ -73,7 +80,10 @@ class ShapeChecker:
             case Name(id=name):
                 if name not in self.symbols:
                     raise ShapeError(f"unknown name {name!r}")
-                return self.symbols[name].shape
+                shape = self.symbols[name].shape
+                if shape is None:
+                    raise _Reported(name)
+                return shape
             case Neg(operand=o):
                 return self.shape(o)
             case BinOp(op="@", left=a, right=b):

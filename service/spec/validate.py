@@ -101,7 +101,8 @@ class _Validator:
             self.problem("params", "a model needs at least one param to sample")
         self._check_names(data, coords, params, defines)
         ordered = self._order(params, defines)
-        model = self._resolve(data, coords, ordered, observes)
+        in_cycles = {d.name for d in [*params, *defines]} - {d.name for d in ordered}
+        model = self._resolve(data, coords, ordered, observes, in_cycles)
         if self.problems:
             raise SpecError(self.problems)
         assert model is not None
@@ -323,8 +324,10 @@ class _Validator:
     # -- shapes, indices, constraints -------------------------------------------------------------
 
     def _resolve(self, data: dict[str, np.ndarray], coords: dict[str, list[Any]],
-                 ordered: list[_ParamDraft | _DefineDraft], observes: dict[str, _DistDraft | None]) -> Model | None:
+                 ordered: list[_ParamDraft | _DefineDraft], observes: dict[str, _DistDraft | None],
+                 in_cycles: set[str]) -> Model | None:
         symbols = {name: Symbol("data", value.shape, value) for name, value in data.items()}
+        symbols.update({name: Symbol("param", None) for name in in_cycles})  # reported as cycles already
         checker = ShapeChecker(symbols)
         nodes: list[Param | Define] = []
         total = 0
@@ -332,6 +335,7 @@ class _Validator:
             node = self._param_ir(draft, checker, coords) if isinstance(draft, _ParamDraft) else \
                 self._define_ir(draft, checker, coords)
             if node is None:
+                symbols[draft.name] = Symbol("param" if isinstance(draft, _ParamDraft) else "define", None)
                 continue
             nodes.append(node)
             symbols[node.name] = Symbol("param" if isinstance(node, Param) else "define", node.shape)
@@ -460,9 +464,9 @@ class _Validator:
                 continue
             shapes[pname] = shape
             if constraint is not None and not self._check_constraint(node, constraint, data):
+                # a value problem, not a shape problem: dependents can still be checked
                 self.problem(draft.path, f"{draft.name}: {pname} must be {_CONSTRAINT_TEXT[constraint]}, "
                                          f"got {expr.to_text(node)}")
-                ok = False
         if not ok:
             return None
         try:

@@ -1,0 +1,697 @@
+"""Benchmark: chainyard's engine vs numpyro's MCMC.run vs PyStan 3, plus raw gradient throughput.
+
+    python bench/engine.py                 # 4 chains x (1000 warmup + 1000 draws), 3 repeats
+    python bench/engine.py --quick         # 200 + 200, 1 repeat: smoke test
+    python bench/engine.py --models eight_schools --contenders chainyard,pystan
+
+Writes bench/results/engine.json (every measurement) and bench/results/engine.md (the table).
+Each contender runs in its own subprocess (`--worker NAME --model MODEL`), so JAX caches,
+compiled code and memory never leak from one contender into another. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MODELS = ("eight_schools", "hierarchical_regression", "hierarchical_logistic")
+CONTENDERS = ("chainyard", "numpyro", "pystan", "gradient")
+CHAINS = 4
+SEED = 1
+PYSTAN_PYTHON = Path(os.environ.get("PYSTAN_PYTHON", "/tmp/pystan-venv/bin/python"))
+WORKER_TIMEOUT_S = 3600
+
+# ----------------------------------------------------------------------------------------------
+# Models: variant 0 is the example file; variant k >= 1 has new data values of the same shapes.
+# ----------------------------------------------------------------------------------------------
+
+
+def _generate_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chainyard_examples_generate", ROOT / "examples" / "generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_model(name: str, variant: int = 0) -> Any:
+    """The benchmark model `name`; variant k >= 1 draws new data values with the same shapes and dtypes."""
+    import numpy as np
+
+    from service.sampler import parse_job
+    from service.spec.loader import load_file
+    from service.spec.validate import validate
+
+    base, _ = parse_job(load_file(ROOT / "examples" / f"{name}.yaml"))
+    if variant == 0:
+        return base
+    if name == "eight_schools":
+        spec = load_file(ROOT / "examples" / f"{name}.yaml")
+        rng = np.random.default_rng(1000 + variant)
+        y = np.asarray(spec["data"]["y"], dtype=np.int64)
+        spec["data"]["y"] = (y + rng.integers(-8, 9, size=y.shape)).tolist()  # ints stay ints: same dtype
+    else:
+        spec = getattr(_generate_module(), name)(seed=1000 + variant)
+    model = validate(spec)
+    if model.structure_key() != base.structure_key():
+        raise RuntimeError(f"{name} variant {variant}: data shapes/dtypes differ from the example")
+    return model
+
+
+def stan_data(name: str, model: Any) -> dict[str, Any]:
+    """model.data in the Stan programs' layout (1-based indices, sizes as data)."""
+    d = {k: v.tolist() for k, v in model.data.items()}
+    if name == "eight_schools":
+        return {"J": len(d["y"]), "y": d["y"], "sigma": d["sigma"]}
+    if name == "hierarchical_regression":
+        return {"N": len(d["y"]), "J": len(model.coords["county"]), "y": d["y"], "x": d["x"],
+                "county": [int(c) + 1 for c in d["county"]]}
+    if name == "hierarchical_logistic":
+        return {"N": len(d["y"]), "J": len(model.coords["group"]), "K": len(model.coords["predictor"]),
+                "y": d["y"], "X": d["X"], "g": [int(c) + 1 for c in d["g"]]}
+    raise KeyError(name)
+
+
+def min_ess_bulk(draws: dict[str, Any]) -> float:
+    """Smallest bulk ESS over every element of the given (chain, draw, *shape) arrays."""
+    import arviz as az
+    import numpy as np
+
+    ess = az.ess(az.convert_to_dataset({k: np.asarray(v) for k, v in draws.items()}), method="bulk")
+    return float(min(float(ess[v].min()) for v in ess.data_vars))
+
+
+# ----------------------------------------------------------------------------------------------
+# JAX compile accounting (jax.monitoring events): what a fit spends tracing, lowering, compiling.
+# ----------------------------------------------------------------------------------------------
+
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+BACKEND_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+class CompileMonitor:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: list[tuple[str, float | None]] = []
+
+    def install(self) -> None:
+        import jax.monitoring as monitoring
+
+        monitoring.register_event_duration_secs_listener(self._duration)
+        monitoring.register_event_listener(self._event)
+
+    def _duration(self, event: str, duration: float, **_: Any) -> None:
+        with self._lock:
+            self._events.append((event, float(duration)))
+
+    def _event(self, event: str, **_: Any) -> None:
+        with self._lock:
+            self._events.append((event, None))
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self._events)
+
+    def since(self, mark: int) -> dict[str, Any]:
+        with self._lock:
+            events = self._events[mark:]
+
+        def total(name: str) -> float:
+            return sum(d for e, d in events if e == name and d is not None)
+
+        def count(name: str) -> int:
+            return sum(1 for e, d in events if e == name and (d is not None or "cache" in name))
+
+        out = {
+            "trace_s": total(TRACE_EVENT),
+            "lower_s": total(LOWER_EVENT),
+            "backend_compile_s": total(BACKEND_EVENT),
+            "backend_compiles": count(BACKEND_EVENT),
+            "traces": count(TRACE_EVENT),
+            "persistent_cache_hits": count("/jax/compilation_cache/cache_hits"),
+            "persistent_cache_misses": count("/jax/compilation_cache/cache_misses"),
+        }
+        out["compile_s"] = out["trace_s"] + out["lower_s"] + out["backend_compile_s"]
+        return out
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Workers (each runs in its own subprocess and writes one JSON result file)
+# ----------------------------------------------------------------------------------------------
+
+
+def worker_chainyard(args: argparse.Namespace) -> dict[str, Any]:
+    """mode=cold: first fit (empty cache dir), warm fits with new data +/- checkpointing, warm same-data fit.
+    mode=restart: one fit of the example data in a fresh process whose persistent cache is already filled."""
+    from workers.jaxsetup import configure
+
+    configure(Path(args.cache_dir))
+    monitor = CompileMonitor()
+    monitor.install()
+    import numpy as np
+
+    from service.sampler import SamplerSettings
+    from workers.engine import Engine
+
+    settings = SamplerSettings(seed=SEED, chains=CHAINS, warmup=args.warmup, draws=args.draws)
+    engine = Engine(threads=0)
+    model0 = load_model(args.model, 0)
+    params = [p.name for p in model0.params]
+    models = {k: load_model(args.model, k) for k in range(1, args.repeats + 1)} if args.mode == "cold" else {}
+
+    def fit(model: Any, checkpoint_dir: Path | None = None) -> tuple[dict[str, Any], Any]:
+        mark = monitor.mark()
+        f = engine.run(model, settings, checkpoint_dir=checkpoint_dir)
+        rec = {
+            "wall_s": f.timings["wall"],
+            "compile": monitor.since(mark),
+            "grads_total": int(f.gradient_evaluations),
+            "grads_sampling": int(np.asarray(f.stats["n_steps"]).sum()),
+            "divergences": int(np.asarray(f.stats["diverging"]).sum()),
+            "min_ess_bulk": min_ess_bulk({p: f.draws[p] for p in params}),
+            "checkpoint": checkpoint_dir is not None,
+        }
+        return rec, f
+
+    out: dict[str, Any] = {"mode": args.mode, "params": params}
+    if args.mode == "restart":
+        out["restart"], _ = fit(model0)
+        return out
+    out["cold"], _ = fit(model0)
+    out["warm"], out["warm_checkpoint"], identical = [], [], []
+    with tempfile.TemporaryDirectory(prefix="chainyard-bench-ckpt-") as tmp:
+        for k in range(1, args.repeats + 1):
+            # alternate which of the pair runs first so drift in machine load hits both sides alike
+            order = (False, True) if k % 2 else (True, False)
+            pair = {}
+            for ckpt in order:
+                rec, f = fit(models[k], Path(tmp) / f"job-{k}" if ckpt else None)
+                rec["variant"] = k
+                (out["warm_checkpoint"] if ckpt else out["warm"]).append(rec)
+                pair[ckpt] = f.draws[params[0]]
+            identical.append(bool(np.array_equal(pair[False], pair[True])))
+    out["checkpoint_draws_identical"] = all(identical)
+    out["warm_same_data"], _ = fit(model0)  # same data and seed as the cold fit: cold - this = first-fit overhead
+    return out
+
+
+def worker_numpyro(args: argparse.Namespace) -> dict[str, Any]:
+    """numpyro's MCMC.run the usual way: parallel chains on host devices, float64, one MCMC object reused."""
+    import numpyro
+
+    numpyro.set_host_device_count(max(CHAINS, os.cpu_count() or 1))
+    numpyro.enable_x64()
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from numpyro.infer import MCMC, NUTS
+
+    monitor = CompileMonitor()
+    monitor.install()
+    from workers.lower import lower
+
+    model0 = load_model(args.model, 0)
+    params = [p.name for p in model0.params]
+    models = {k: load_model(args.model, k) for k in range(1, args.repeats + 1)}
+    mcmc = MCMC(NUTS(lower(model0)), num_warmup=args.warmup, num_samples=args.draws, num_chains=CHAINS,
+                chain_method="parallel", progress_bar=False)
+
+    def call(model: Any) -> dict[str, Any]:
+        mark = monitor.mark()
+        started = time.perf_counter()
+        data = {k: jnp.asarray(v) for k, v in model.data.items()}
+        mcmc.run(jax.random.PRNGKey(SEED), data, extra_fields=("num_steps", "diverging"))
+        samples = mcmc.get_samples(group_by_chain=True)
+        extra = mcmc.get_extra_fields(group_by_chain=True)
+        jax.block_until_ready((samples, extra))
+        wall = time.perf_counter() - started
+        return {
+            "wall_s": wall,
+            "compile": monitor.since(mark),
+            "grads_total": None,  # MCMC.run collects extra fields after warmup only
+            "grads_sampling": int(np.asarray(extra["num_steps"]).sum()),
+            "divergences": int(np.asarray(extra["diverging"]).sum()),
+            "min_ess_bulk": min_ess_bulk({p: np.asarray(samples[p]) for p in params}),
+        }
+
+    out: dict[str, Any] = {"params": params, "devices": jax.device_count()}
+    out["cold"] = call(model0)
+    out["warm"] = []
+    for k in range(1, args.repeats + 1):
+        rec = call(models[k])
+        rec["variant"] = k
+        out["warm"].append(rec)
+    return out
+
+
+def worker_gradient(args: argparse.Namespace) -> dict[str, Any]:
+    """Gradient of the potential with the data bound, N evaluations inside one jitted fori_loop."""
+    from workers.jaxsetup import configure
+
+    configure(None)
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer.util import initialize_model
+
+    from workers.lower import lower
+
+    model0 = load_model(args.model, 0)
+    data = {k: jnp.asarray(v) for k, v in model0.data.items()}
+    info = initialize_model(jax.random.PRNGKey(0), lower(model0), model_args=(data,))
+    z0 = info.param_info.z
+    grad = jax.grad(info.potential_fn)
+
+    @jax.jit
+    def loop(z: Any, n: jax.Array) -> Any:
+        def body(_: jax.Array, carry: Any) -> Any:
+            z, acc = carry
+            g = grad(z)
+            # a tiny step along the gradient makes every evaluation depend on the previous one
+            z = jax.tree.map(lambda a, b: a - 1e-9 * b, z, g)
+            return z, acc + sum(jnp.sum(x) for x in jax.tree.leaves(g))
+
+        return jax.lax.fori_loop(0, n, body, (z, jnp.zeros(())))
+
+    jax.block_until_ready(loop(z0, 10))  # compile
+    n = args.grad_evals
+    rates = []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        jax.block_until_ready(loop(z0, n))
+        rates.append(n / (time.perf_counter() - started))
+    return {"evals": n, "evals_per_s": rates, "dims": int(sum(x.size for x in jax.tree.leaves(z0)))}
+
+
+WORKERS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
+    "chainyard": worker_chainyard,
+    "numpyro": worker_numpyro,
+    "gradient": worker_gradient,
+}
+
+# ----------------------------------------------------------------------------------------------
+# Orchestration
+# ----------------------------------------------------------------------------------------------
+
+
+def run_worker(name: str, model: str, args: argparse.Namespace, log_dir: Path, **extra: Any) -> dict[str, Any]:
+    tag = f"{name}-{model}" + (f"-{extra['mode']}" if "mode" in extra else "")
+    with tempfile.TemporaryDirectory(prefix="chainyard-bench-") as tmp:
+        result = Path(tmp) / "result.json"
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name, "--model", model,
+               "--result-file", str(result), "--warmup", str(args.warmup), "--draws", str(args.draws),
+               "--repeats", str(args.repeats), "--grad-evals", str(args.grad_evals)]
+        for key, value in extra.items():
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+        return _run(cmd, result, log_dir / f"{tag}.log", tag, env=None)
+
+
+def _run(cmd: list[str], result: Path, log: Path, tag: str, env: dict[str, str] | None) -> dict[str, Any]:
+    print(f"[bench] {tag} ...", file=sys.stderr, flush=True)
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    try:
+        with open(log, "w") as f:
+            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                  timeout=WORKER_TIMEOUT_S, check=False)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        rc = "timeout"
+    elapsed = time.perf_counter() - started
+    out: dict[str, Any]
+    if result.exists():
+        out = json.loads(result.read_text())
+    else:
+        out = {}
+    if rc != 0 and "error" not in out:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        out["error"] = f"exit {rc}: {tail}"
+    out["process_s"] = elapsed
+    out["loadavg_before"] = load_before
+    out["loadavg_after"] = os.getloadavg()
+    print(f"[bench] {tag} done in {elapsed:.1f}s" + (" (ERROR)" if "error" in out else ""), file=sys.stderr,
+          flush=True)
+    return out
+
+
+def run_pystan(model_name: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """Cold build + sample, warm (cached build, new data) repeats, then a restart with the filled cache."""
+    if not PYSTAN_PYTHON.exists():
+        return {"error": f"{PYSTAN_PYTHON} not found; create it: python3 -m venv /tmp/pystan-venv && "
+                         "/tmp/pystan-venv/bin/pip install pystan==3.10.0 pandas"}
+    import numpy as np
+
+    model0 = load_model(model_name, 0)
+    params = [p.name for p in model0.params]
+    work = Path(tempfile.mkdtemp(prefix="chainyard-bench-pystan-"))
+    try:
+        cache = work / "xdg-cache"  # empty: the first build compiles the C++
+        cache.mkdir()
+        datasets = []
+        for k in range(args.repeats + 1):
+            path = work / f"data-{k}.json"
+            path.write_text(json.dumps(stan_data(model_name, load_model(model_name, k))))
+            datasets.append(str(path))
+        env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
+        out: dict[str, Any] = {"params": params}
+        for mode, ds in (("cold", datasets), ("restart", datasets[:1])):
+            job = {"code": str(BENCH / "stan" / f"{model_name}.stan"), "datasets": ds, "params": params,
+                   "num_chains": CHAINS, "num_warmup": args.warmup, "num_samples": args.draws, "seed": SEED,
+                   "save_warmup": True, "out_dir": str(work / f"draws-{mode}")}
+            job_path, result = work / f"job-{mode}.json", work / f"result-{mode}.json"
+            job_path.write_text(json.dumps(job))
+            res = _run([str(PYSTAN_PYTHON), str(BENCH / "pystan_runner.py"), str(job_path), str(result)],
+                       result, log_dir / f"pystan-{model_name}-{mode}.log", f"pystan-{model_name}-{mode}", env)
+            for run in res.get("runs", []):
+                with np.load(run.pop("npz")) as z:
+                    run["min_ess_bulk"] = min_ess_bulk({p: z[p] for p in params})
+                run["dataset"] = Path(run["dataset"]).name
+            out[mode] = res
+            if "error" in res:
+                break
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary table
+# ----------------------------------------------------------------------------------------------
+
+
+def _ratio_median(recs: list[dict[str, Any]], num: str, den: str = "wall_s") -> float | None:
+    return _median(r[num] / r[den] if r.get(num) is not None and r.get(den) else None for r in recs)
+
+
+def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": name, "contender": contender, "error": res.get("error")}
+    if row["error"] and contender != "pystan":
+        return row
+    if contender == "chainyard":
+        cold, warm, ckpt = res["cold"], res["warm"], res["warm_checkpoint"]
+        warm_wall = _median(r["wall_s"] for r in warm)
+        ckpt_wall = _median(r["wall_s"] for r in ckpt)
+        restart = res.get("restart_result", {}).get("restart")
+        row.update({
+            "cold_s": cold["wall_s"],
+            "warm_s": warm_wall,
+            "restart_s": restart["wall_s"] if restart else None,
+            "compile_s": cold["wall_s"] - res["warm_same_data"]["wall_s"],
+            "compile_measured_s": cold["compile"]["compile_s"],
+            "warm_compile_s": max(r["compile"]["compile_s"] for r in warm),
+            "warm_backend_compiles": max(r["compile"]["backend_compiles"] for r in warm),
+            "min_ess_bulk": _median(r["min_ess_bulk"] for r in warm),
+            "ess_per_s": _ratio_median(warm, "min_ess_bulk"),
+            "grads_per_s": _ratio_median(warm, "grads_total"),
+            "grads_note": "incl. warmup",
+            "checkpoint_overhead_pct": 100.0 * (ckpt_wall - warm_wall) / warm_wall if warm_wall else None,
+            "checkpoint_draws_identical": res.get("checkpoint_draws_identical"),
+            "divergences_warm": _median(r["divergences"] for r in warm),
+        })
+    elif contender == "numpyro":
+        cold, warm = res["cold"], res["warm"]
+        row.update({
+            "cold_s": cold["wall_s"],
+            "warm_s": _median(r["wall_s"] for r in warm),
+            "restart_s": None,
+            "compile_s": cold["compile"]["compile_s"],
+            "compile_measured_s": cold["compile"]["compile_s"],
+            "warm_compile_s": _median(r["compile"]["compile_s"] for r in warm),
+            "warm_backend_compiles": max(r["compile"]["backend_compiles"] for r in warm),
+            "min_ess_bulk": _median(r["min_ess_bulk"] for r in warm),
+            "ess_per_s": _ratio_median(warm, "min_ess_bulk"),
+            "grads_per_s": _ratio_median(warm, "grads_sampling"),
+            "grads_note": "sampling phase only: a lower bound",
+            "divergences_warm": _median(r["divergences"] for r in warm),
+        })
+    elif contender == "pystan":
+        runs = res.get("cold", {}).get("runs", [])
+        if not runs:
+            row["error"] = row["error"] or res.get("cold", {}).get("error") or "no runs"
+            return row
+        cold, warm = runs[0], runs[1:] or runs[:1]
+        for r in runs:
+            r["wall_s"] = r["build_s"] + r["sample_s"]
+        restart_runs = res.get("restart", {}).get("runs", [])
+        warm_build = _median(r["build_s"] for r in warm)
+        row.update({
+            "cold_s": cold["wall_s"],
+            "warm_s": _median(r["wall_s"] for r in warm),
+            "restart_s": restart_runs[0]["build_s"] + restart_runs[0]["sample_s"] if restart_runs else None,
+            "compile_s": cold["build_s"] - warm_build if warm_build is not None else None,
+            "warm_compile_s": warm_build,
+            "warm_backend_compiles": None,
+            "min_ess_bulk": _median(r["min_ess_bulk"] for r in warm),
+            "ess_per_s": _ratio_median(warm, "min_ess_bulk", "sample_s"),
+            "grads_per_s": _ratio_median(warm, "leapfrog_total", "sample_s"),
+            "grads_note": "incl. warmup, per sampling wall (build excluded)",
+            "sample_s": _median(r["sample_s"] for r in warm),
+            "divergences_warm": _median(r["divergences"] for r in warm),
+            "error": res.get("cold", {}).get("error") or res.get("restart", {}).get("error"),
+        })
+    elif contender == "gradient":
+        row.update({"grads_per_s": _median(res["evals_per_s"]), "grads_note": "jitted fori_loop, 1 thread",
+                    "dims": res.get("dims")})
+    return row
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value == 0:
+            return "0"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.{digits}g}" if abs(value) >= 1 else f"{value:.2g}"
+    return str(value)
+
+
+LABELS = {
+    "chainyard": "chainyard",
+    "numpyro": "numpyro MCMC.run",
+    "pystan": "PyStan 3",
+    "gradient": "raw jax.grad loop",
+}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, s = report["machine"], report["settings"]
+    lines = [
+        "# Engine benchmark",
+        "",
+        f"- date: {report['date']}" + (" — **--quick smoke run, not a benchmark**" if s["quick"] else ""),
+        f"- machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB, {m['platform']}; "
+        f"load average at start {m['loadavg_start']}, end {m['loadavg_end']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        f"- settings: {CHAINS} chains x ({s['warmup']} warmup + {s['draws']} draws), seed {SEED}, "
+        f"medians of {s['repeats']} warm repeat(s), {s['grad_evals']:,} gradient evaluations per loop",
+        "- noise: 2-core machine shared with other work during the run; treat differences under ~15% as noise",
+        "",
+        "| model | contender | cold wall s | warm wall s | restart wall s | compile s | warm compile s | "
+        "min ESS_bulk | ESS_bulk/s | ESS/s vs PyStan | grad evals/s | ckpt overhead % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    notes = []
+    for row in report["rows"]:
+        stan = next((r for r in report["rows"] if r["model"] == row["model"] and r["contender"] == "pystan"), None)
+        vs = None
+        if stan and stan.get("ess_per_s") and row.get("ess_per_s"):
+            vs = row["ess_per_s"] / stan["ess_per_s"]
+        grads = fmt(row.get("grads_per_s"))
+        if row["contender"] == "numpyro" and row.get("grads_per_s") is not None:
+            grads = "≥ " + grads
+        ckpt = row.get("checkpoint_overhead_pct")
+        ckpt_s = "—" if ckpt is None else f"{ckpt:+.1f}"
+        if row.get("error"):
+            notes.append(f"- {row['model']} / {LABELS[row['contender']]}: ERROR {row['error'][:300]!r}")
+            if row.get("cold_s") is None:
+                lines.append(f"| {row['model']} | {LABELS[row['contender']]} | failed (see notes) |"
+                             + " |" * 11)
+                continue
+        warm_compile = fmt(row.get("warm_compile_s"))
+        if row.get("warm_backend_compiles") is not None and row["contender"] != "pystan":
+            n = row["warm_backend_compiles"]
+            warm_compile += f" ({n} XLA compile{'' if n == 1 else 's'})"
+        lines.append(
+            f"| {row['model']} | {LABELS[row['contender']]} | {fmt(row.get('cold_s'))} | {fmt(row.get('warm_s'))} | "
+            f"{fmt(row.get('restart_s'))} | {fmt(row.get('compile_s'))} | {warm_compile} | "
+            f"{fmt(row.get('min_ess_bulk'), 4)} | {fmt(row.get('ess_per_s'))} | "
+            f"{'—' if vs is None else f'{vs:.2f}x'} | {grads} | {ckpt_s} |")
+    lines += [
+        "",
+        "Columns (details in bench/README.md):",
+        "- cold: first fit in a fresh process — chainyard with an empty persistent compile cache, numpyro's "
+        "first `MCMC.run`, PyStan `stan.build` with an empty httpstan cache + `sample`.",
+        "- warm: median over repeats of a fit in the same process with new data values of the same shapes "
+        "(chainyard: no recompile; numpyro: `MCMC.run` again, which re-traces and recompiles; PyStan: cached "
+        "`stan.build` + `sample`).",
+        "- restart: a fresh process whose persistent cache is already filled (chainyard's JAX cache, httpstan's "
+        "model cache); numpyro keeps no cache across processes.",
+        "- compile: chainyard = cold wall − wall of a warm fit of the *same* data and seed (identical draws); "
+        "numpyro = JAX trace+lower+compile time measured (jax.monitoring) in the first call; PyStan = cold "
+        "build − cached build.",
+        "- warm compile: JAX trace+lower+compile seconds measured during the warm fit (count of XLA compiles in "
+        "parentheses); PyStan: the cached `stan.build` time.",
+        "- min ESS_bulk over every element of the model's params (same set for all contenders), arviz bulk ESS "
+        "of the warm fits; ESS_bulk/s = min ESS / warm wall (PyStan: / sampling wall, build excluded).",
+        "- grad evals/s: leapfrog steps incl. warmup / warm wall (numpyro's MCMC.run reports sampling-phase "
+        "steps only, hence ≥); raw: `jax.grad` of the potential in a jitted `fori_loop`, one thread.",
+        "- ckpt overhead: median warm wall with checkpoint_dir vs without (same data and seed, draws identical: "
+        + ", ".join(f"{r['model']} {fmt(r.get('checkpoint_draws_identical'))}" for r in report["rows"]
+                    if r["contender"] == "chainyard" and not r.get("error")) + ").",
+    ]
+    if notes:
+        lines += ["", "Failures:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "memory_gib": mem, "platform": platform.platform(),
+            "python": platform.python_version()}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for pkg in ("jax", "jaxlib", "numpyro", "arviz", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def orchestrate(args: argparse.Namespace) -> None:
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = Path(tempfile.mkdtemp(prefix="chainyard-bench-logs-"))
+    print(f"[bench] worker logs in {log_dir}", file=sys.stderr)
+    models = [m for m in args.models.split(",") if m]
+    contenders = [c for c in args.contenders.split(",") if c]
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**machine_info(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
+        "versions": versions(),
+        "settings": {"quick": args.quick, "warmup": args.warmup, "draws": args.draws, "repeats": args.repeats,
+                     "chains": CHAINS, "seed": SEED, "grad_evals": args.grad_evals},
+        "raw": {},
+        "rows": [],
+    }
+    for model in models:
+        raw = report["raw"].setdefault(model, {})
+        for contender in contenders:
+            try:
+                if contender == "chainyard":
+                    cache = Path(tempfile.mkdtemp(prefix="chainyard-bench-jaxcache-"))
+                    try:
+                        res = run_worker("chainyard", model, args, log_dir, mode="cold", cache_dir=cache)
+                        if "error" not in res:
+                            res["restart_result"] = run_worker("chainyard", model, args, log_dir, mode="restart",
+                                                               cache_dir=cache)
+                            if "error" in res["restart_result"]:
+                                res["error"] = "restart: " + res["restart_result"]["error"]
+                    finally:
+                        shutil.rmtree(cache, ignore_errors=True)
+                elif contender == "pystan":
+                    res = run_pystan(model, args, log_dir)
+                    if "versions" in res.get("cold", {}):
+                        report["versions"].update(res["cold"]["versions"])
+                else:
+                    res = run_worker(contender, model, args, log_dir)
+                raw[contender] = res
+                row = summarize(model, contender, res)
+            except Exception as exc:  # noqa: BLE001 - record and go on with the next contender
+                raw[contender] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+                row = {"model": model, "contender": contender, "error": raw[contender]["error"]}
+            report["rows"].append(row)
+            _write(report, out_dir)  # partial results survive an interrupted run
+    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    _write(report, out_dir)
+    print((out_dir / "engine.md").read_text())
+
+
+def _write(report: dict[str, Any], out_dir: Path) -> None:
+    report["machine"].setdefault("loadavg_end", None)
+    (out_dir / "engine.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (out_dir / "engine.md").write_text(markdown(report))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="200 warmup + 200 draws, 1 repeat (smoke test)")
+    p.add_argument("--repeats", type=int, default=None, help="warm repeats; medians are reported (default 3)")
+    p.add_argument("--out", default=str(BENCH / "results"))
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--contenders", default=",".join(CONTENDERS))
+    p.add_argument("--warmup", type=int, default=None)
+    p.add_argument("--draws", type=int, default=None)
+    p.add_argument("--grad-evals", type=int, default=None)
+    # internal: worker processes
+    p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    p.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
+    p.add_argument("--result-file", help=argparse.SUPPRESS)
+    p.add_argument("--mode", default="cold", choices=("cold", "restart"), help=argparse.SUPPRESS)
+    p.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.warmup = args.warmup if args.warmup is not None else (200 if args.quick else 1000)
+    args.draws = args.draws if args.draws is not None else (200 if args.quick else 1000)
+    args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
+    args.grad_evals = args.grad_evals if args.grad_evals is not None else (1000 if args.quick else 10_000)
+    if args.worker:
+        try:
+            result = WORKERS[args.worker](args)
+        except Exception as exc:  # noqa: BLE001
+            result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        Path(args.result_file).write_text(json.dumps(result, indent=1, default=float))
+        sys.exit(1 if "error" in result else 0)
+    orchestrate(args)
+
+
+if __name__ == "__main__":
+    main()

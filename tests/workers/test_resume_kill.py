@@ -1,0 +1,116 @@
+"""A `chainyard run` killed with SIGKILL during compile, warmup and sampling, restarted each time,
+ends with draws bit-identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.spec.loader import load_file
+from tests.conftest import EXAMPLES, subprocess_env
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+pytestmark = pytest.mark.slow
+
+CHAINYARD = [sys.executable, "-m", "workers.cli"]
+WARMUP, DRAWS = 600, 600
+
+
+def newest_iteration(ckpt: Path) -> int:
+    """Smallest 'iteration' over chains of their newest complete block (0 before any block)."""
+    chains = sorted(ckpt.glob("chain-*"))
+    if len(chains) < 2:
+        return 0
+    done = []
+    for chain in chains:
+        blocks = sorted(chain.glob("block-*.npz"))
+        if not blocks:
+            return 0
+        try:
+            with np.load(blocks[-1], allow_pickle=False) as npz:
+                done.append(json.loads(str(npz["meta"]))["iteration"])
+        except (OSError, ValueError, KeyError):  # renamed away under us; next poll
+            return 0
+    return min(done)
+
+
+def kill_when(proc: subprocess.Popen[bytes], ckpt: Path, condition: Any, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        it = newest_iteration(ckpt)
+        if condition(it):
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return it
+        if proc.poll() is not None:
+            raise AssertionError(f"run finished before the kill point (iteration {it})")
+        time.sleep(0.002)
+    proc.kill()
+    raise AssertionError("kill point never reached")
+
+
+def posterior(path: Path) -> dict[str, np.ndarray]:
+    idata = az.from_netcdf(str(path))
+    return {k: idata.posterior[k].values for k in idata.posterior.data_vars}
+
+
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, compile_cache: Path) -> None:
+    job = tmp_path / "job.json"
+    spec = load_file(EXAMPLES / "eight_schools.yaml")
+    job.write_text(json.dumps({"model": spec, "sampler": {"chains": 2, "warmup": WARMUP, "draws": DRAWS,
+                                                           "seed": 99}}))
+    reference = tmp_path / "reference.nc"
+    subprocess.run([*CHAINYARD, "run", str(job), "--quiet", "--out", str(reference)], check=True,
+                   env=subprocess_env(compile_cache), timeout=300)
+
+    ckpt = tmp_path / "ckpt"
+    cold_cache = tmp_path / "cold-cache"  # empty: the first run is killed while compiling
+    env = subprocess_env(cold_cache, CHAINYARD_MAX_BLOCK="5", CHAINYARD_BLOCK_SECONDS="0.001")
+    cmd = [*CHAINYARD, "run", str(job), "--quiet", "--checkpoint-dir", str(ckpt)]
+    rng = random.Random(5)
+    kills: list[tuple[str, int]] = []
+
+    log = open(tmp_path / "runs.log", "ab")  # noqa: SIM115 - closed at the end of the test
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=log)
+
+    # 1: during start-up / compilation, before any block exists
+    proc = start()
+    time.sleep(rng.uniform(1.0, 2.5))
+    assert newest_iteration(ckpt) == 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kills.append(("compile", 0))
+    # 2, 3: twice during warmup, at random iterations
+    for _ in range(2):
+        target = rng.randrange(newest_iteration(ckpt) + 1, WARMUP - 100)
+        it = kill_when(start(), ckpt, lambda i, t=target: t <= i < WARMUP)
+        kills.append(("warmup", it))
+    # 4, 5: twice during sampling
+    for _ in range(2):
+        target = rng.randrange(max(newest_iteration(ckpt) + 1, WARMUP + 1), WARMUP + DRAWS - 100)
+        it = kill_when(start(), ckpt, lambda i, t=target: t <= i < WARMUP + DRAWS)
+        kills.append(("sampling", it))
+    final = tmp_path / "final.nc"
+    subprocess.run([*cmd, "--out", str(final)], check=True, env=env, timeout=300)
+
+    assert [k for k, _ in kills] == ["compile", "warmup", "warmup", "sampling", "sampling"], kills
+    ref, got = posterior(reference), posterior(final)
+    assert ref.keys() == got.keys()
+    for name in ref:
+        assert np.array_equal(ref[name], got[name]), name
+    log.close()
