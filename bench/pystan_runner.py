@@ -41,7 +41,7 @@ def main() -> None:
     for pkg in ("pystan", "httpstan", "numpy"):
         try:
             result["versions"][pkg] = version(pkg)
-        except Exception:  # noqa: BLE001
+        except Exception:
             result["versions"][pkg] = None
     try:
         import stan
@@ -73,7 +73,7 @@ def main() -> None:
                 "npz": str(npz),
             })
             result_path.write_text(json.dumps(result, indent=1))  # partial results survive a later failure
-    except Exception as exc:  # noqa: BLE001 - reported to the caller, which carries on
+    except Exception as exc:
         result["error"] = f"{type(exc).__name__}: {exc}"
         result["traceback"] = traceback.format_exc()
     result_path.write_text(json.dumps(result, indent=1))

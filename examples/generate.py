@@ -52,7 +52,10 @@ def hierarchical_logistic(n: int = 5000, groups: int = 50, predictors: int = 5, 
     return {
         "spec": 1,
         "data": {"y": y.tolist(), "X": np.round(X, 4).tolist(), "g": g.tolist()},
-        "coords": {"group": [f"g{i:02d}" for i in range(groups)], "predictor": [f"x{i + 1}" for i in range(predictors)]},
+        "coords": {
+            "group": [f"g{i:02d}" for i in range(groups)],
+            "predictor": [f"x{i + 1}" for i in range(predictors)],
+        },
         "params": {
             "mu_alpha": "Normal(0, 2)",
             "sigma_alpha": "HalfNormal(1)",

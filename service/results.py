@@ -46,11 +46,11 @@ def write_netcdf(idata: az.InferenceData, path: str | Path) -> None:
     idata.to_netcdf(str(path), engine="h5netcdf")
 
 
-def summary(idata: az.InferenceData) -> dict[str, Any]:
+def summary(idata: Any) -> dict[str, Any]:
     """Per-variable rows from ArviZ (rank-normalized R-hat, bulk/tail ESS, MCSE, HDI) and totals."""
     table = az.summary(idata, kind="all", hdi_prob=HDI_PROB, round_to="none")
     chains = idata.posterior.sizes["chain"]
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"variable": str(name), **{str(k): _number(v) for k, v in row.items()}}
         for name, row in table.iterrows()
     ]
@@ -106,4 +106,4 @@ def open_netcdf(path: str | Path) -> az.InferenceData:
     return az.from_netcdf(str(path))
 
 
-__all__ = ["to_inference_data", "write_netcdf", "summary", "open_netcdf"]
+__all__ = ["open_netcdf", "summary", "to_inference_data", "write_netcdf"]

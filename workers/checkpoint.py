@@ -88,7 +88,7 @@ class ChainStore:
         arrays.update({f"draw/{k}": v for k, v in draws.items()})
         arrays.update({f"stat/{k}": v for k, v in stats.items()})
         arrays["meta"] = np.asarray(json.dumps({**meta, "format": FORMAT, "block": block, "n_state": len(state)}))
-        write_atomic(self.dir / f"block-{block:06d}.npz", lambda f: np.savez(f, **arrays))
+        write_atomic(self.dir / f"block-{block:06d}.npz", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
     def blocks(self) -> list[Path]:
         return sorted(p for p in self.dir.iterdir() if _BLOCK_RE.match(p.name))

@@ -98,7 +98,7 @@ _CMPOPS: dict[type[ast.cmpop], str] = {
 }
 
 
-class _Refused(Exception):
+class _Refused(Exception):  # noqa: N818 - internal signal, always turned into a SpecError
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message

@@ -30,7 +30,7 @@ class ShapeError(Exception):
     """Raised inside the checker; turned into one Problem at the expression's path."""
 
 
-class _Reported(Exception):
+class _Reported(Exception):  # noqa: N818 - control flow, not an error
     """The expression uses a name whose own problem was reported already."""
 
 

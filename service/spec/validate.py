@@ -101,7 +101,8 @@ class _Validator:
             self.problem("params", "a model needs at least one param to sample")
         self._check_names(data, coords, params, defines)
         ordered = self._order(params, defines)
-        in_cycles = {d.name for d in [*params, *defines]} - {d.name for d in ordered}
+        drafts: list[_ParamDraft | _DefineDraft] = [*params, *defines]
+        in_cycles = {d.name for d in drafts} - {d.name for d in ordered}
         model = self._resolve(data, coords, ordered, observes, in_cycles)
         if self.problems:
             raise SpecError(self.problems)
@@ -307,7 +308,8 @@ class _Validator:
 
     def _order(self, params: list[_ParamDraft], defines: list[_DefineDraft]) -> list[_ParamDraft | _DefineDraft]:
         """Dependency order (stable: declaration order where free); cycles are problems."""
-        nodes: dict[str, _ParamDraft | _DefineDraft] = {n.name: n for n in [*params, *defines]}
+        drafts: list[_ParamDraft | _DefineDraft] = [*params, *defines]
+        nodes = {n.name: n for n in drafts}
         deps = {name: _dependencies(node) & nodes.keys() for name, node in nodes.items()}
         ordered: list[_ParamDraft | _DefineDraft] = []
         done: set[str] = set()
@@ -380,8 +382,8 @@ class _Validator:
                                           "(observe discrete data, or marginalise discrete unknowns)")
             return None
         resolved = self._dist_shape(draft.dist, checker, checker_data(checker))
-        declared = self._declared_shape(draft.dims, draft.shape, draft.path, coords, checker)
-        if resolved is None or declared is False:
+        ok, declared = self._declared_shape(draft.dims, draft.shape, draft.path, coords, checker)
+        if resolved is None or not ok:
             return None
         call, batch, event = resolved
         if declared is None:
@@ -410,8 +412,8 @@ class _Validator:
         if shape is None:
             return None
         if draft.dims is not None:
-            declared = self._declared_shape(draft.dims, None, draft.path, coords, checker)
-            if declared is False:
+            ok, declared = self._declared_shape(draft.dims, None, draft.path, coords, checker)
+            if not ok:
                 return None
             if declared != shape:
                 self.problem(draft.path, f"shape mismatch: expression has shape {shape}, dims give {declared}")
@@ -420,25 +422,25 @@ class _Validator:
         return Define(draft.name, draft.node, shape, dims)
 
     def _declared_shape(self, dims: list[str] | None, shape: list[Any] | None, path: str,
-                        coords: dict[str, list[Any]], checker: ShapeChecker) -> Shape | None | bool:
-        """The shape given by dims or shape; None if neither; False after a problem."""
+                        coords: dict[str, list[Any]], checker: ShapeChecker) -> tuple[bool, Shape | None]:
+        """(ok, the shape given by dims or shape, or None if neither)."""
         if dims is not None:
             unknown = [d for d in dims if d not in coords]
             if unknown:
                 self.problem(f"{path}.dims", f"unknown coordinate(s) {', '.join(unknown)}; define them under coords")
-                return False
-            return tuple(len(coords[d]) for d in dims)
+                return False, None
+            return True, tuple(len(coords[d]) for d in dims)
         if shape is None:
-            return None
+            return True, None
         sizes: list[int] = []
         for i, entry in enumerate(shape):
             size = _static_int(entry, checker)
             if size is None or size < 1:
                 self.problem(f"{path}.shape[{i}]", "must be a positive integer or the name of positive integer "
                                                    "scalar data")
-                return False
+                return False, None
             sizes.append(size)
-        return tuple(sizes)
+        return True, tuple(sizes)
 
     def _dist_shape(self, draft: _DistDraft, checker: ShapeChecker,
                     data: dict[str, np.ndarray]) -> tuple[DistCall, Shape, Shape] | None:

@@ -1,0 +1,31 @@
+# Two entry points the README promises; both set up .venv on first use.
+#   make run    fit examples/eight_schools.yaml and print its summary
+#   make test   lint, type-check and run the whole test suite (what CI runs)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test test-quick lint bench
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(BIN)/.installed
+	$(BIN)/chainyard run examples/eight_schools.yaml
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+test-quick: $(BIN)/.installed
+	$(BIN)/pytest -m "not slow"
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/engine.py
