@@ -35,7 +35,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from numpyro.infer import init_to_feasible, init_to_median, init_to_sample, init_to_uniform
 from numpyro.infer.hmc import hmc
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import ParamInfo, initialize_model
 
 from service.exceptions import CheckpointMismatchError, InitializationError, StopRequested
 from service.sampler import SamplerSettings
@@ -124,47 +124,68 @@ class Program:
         self.block = jax.jit(self._block)
         self._lock = threading.Lock()
         self._compiled = False
-        self._kernels: Any = None  # (init_kernel, sample_kernel, potential_fn_gen, postprocess_fn_gen, unravel)
+        self._kernels: Any = None  # (sample_kernel, postprocess_fn_gen, unravel), built by the first init
+        self._init: Any = None
         self.treedef: Any = None
 
     def init(self, key: jax.Array, data: dict[str, jax.Array]) -> Any:
-        """Initial state of a chain, with strong dtypes so a restored state runs the same program."""
+        """Initial state of a chain (jitted after the first), with strong dtypes like a restored state."""
         key_state, key_init = jax.random.split(key)
         with self._lock:
-            try:
-                info = initialize_model(key_init, self.model_fn, model_args=(data,), dynamic_args=True,
-                                        init_strategy=self.init_strategy)
-            except RuntimeError as exc:
-                if "valid initial" in str(exc):
-                    raise InitializationError(
-                        "initialization failed: log density is -inf (or its gradient not finite) at every tried "
-                        "point; check priors against the data and the init strategy"
-                    ) from None
-                raise
-            except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
-                raise InitializationError(f"initialization failed: {exc}") from None
-            flat, unravel = ravel_pytree(info.param_info.z)
             if self._kernels is None:
-                potential_gen, postprocess_gen = info.potential_fn, info.postprocess_fn
+                self._build(key_init, data)
+        state, valid = self._init(key_init, key_state, data)
+        if not bool(valid):
+            raise InitializationError(
+                "initialization failed: log density is -inf (or its gradient not finite) at every tried "
+                "point; check priors against the data and the init strategy"
+            )
+        leaves, treedef = jax.tree_util.tree_flatten(state)
+        self.treedef = treedef
+        return self.restore([np.asarray(leaf) for leaf in leaves])
 
-                def flat_potential(data: dict[str, jax.Array]) -> Any:
-                    potential = potential_gen(data)
-                    return lambda z: potential(unravel(z))
+    def _build(self, key: jax.Array, data: dict[str, jax.Array]) -> None:
+        """Trace the model once (eagerly, so numpyro's own checks run) and build the flat NUTS kernels."""
+        try:
+            info = initialize_model(key, self.model_fn, model_args=(data,), dynamic_args=True,
+                                    init_strategy=self.init_strategy)
+        except RuntimeError as exc:
+            if "valid initial" in str(exc):
+                raise InitializationError(
+                    "initialization failed: log density is -inf (or its gradient not finite) at every tried "
+                    "point; check priors against the data and the init strategy"
+                ) from None
+            raise
+        except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
+            raise InitializationError(f"initialization failed: {exc}") from None
+        _, unravel = ravel_pytree(info.param_info.z)
+        potential_gen, postprocess_gen = info.potential_fn, info.postprocess_fn
 
-                init_kernel, sample_kernel = hmc(potential_fn_gen=flat_potential, algo="NUTS")
-                self._kernels = (init_kernel, sample_kernel, postprocess_gen, unravel)
-            init_kernel = self._kernels[0]
+        def flat_potential(data: dict[str, jax.Array]) -> Any:
+            potential = potential_gen(data)
+            return lambda z: potential(unravel(z))
+
+        init_kernel, sample_kernel = hmc(potential_fn_gen=flat_potential, algo="NUTS")
+        settings, model_fn, strategy = self.settings, self.model_fn, self.init_strategy
+
+        def init(key_init: jax.Array, key_state: jax.Array, data: dict[str, jax.Array]) -> Any:
+            start = initialize_model(key_init, model_fn, model_args=(data,), dynamic_args=True,
+                                     init_strategy=strategy).param_info
+            z, grad = ravel_pytree(start.z)[0], ravel_pytree(start.z_grad)[0]
             state = init_kernel(
-                flat,
-                num_warmup=self.settings.warmup,
-                dense_mass=self.settings.dense_mass,
-                target_accept_prob=self.settings.target_accept,
-                max_tree_depth=self.settings.max_tree_depth,
+                ParamInfo(z, start.potential_energy, grad),
+                num_warmup=settings.warmup,
+                dense_mass=settings.dense_mass,
+                target_accept_prob=settings.target_accept,
+                max_tree_depth=settings.max_tree_depth,
                 model_args=(data,),
                 rng_key=key_state,
             )
-            leaves, self.treedef = jax.tree_util.tree_flatten(state)
-        return self.restore([np.asarray(leaf) for leaf in leaves])
+            valid = jnp.isfinite(start.potential_energy) & jnp.all(jnp.isfinite(grad))
+            return state, valid
+
+        self._init = jax.jit(init)
+        self._kernels = (sample_kernel, postprocess_gen, unravel)
 
     def restore(self, leaves: list[np.ndarray]) -> Any:
         return jax.tree_util.tree_unflatten(self.treedef, [jnp.asarray(leaf) for leaf in leaves])
@@ -179,11 +200,11 @@ class Program:
             return out
 
     def _block(self, state: Any, data: dict[str, jax.Array], n: jax.Array) -> tuple[Any, Any]:
-        _, sample_kernel, postprocess_gen, unravel = self._kernels
+        sample_kernel, postprocess_gen, unravel = self._kernels
         constrain = postprocess_gen(data)
 
-        def step(s: Any, j: jax.Array) -> tuple[Any, Any]:
-            s = jax.lax.cond(j < n, lambda s: sample_kernel(s, (data,), {}), lambda s: s, s)
+        def transition(s: Any) -> tuple[Any, Any]:
+            s = sample_kernel(s, (data,), {})
             values = constrain(unravel(s.z))
             stats = {
                 "i": s.i,
@@ -195,6 +216,12 @@ class Program:
                 "acceptance_rate": s.accept_prob,
             }
             return s, ({k: values[k] for k in self.outputs}, stats)
+
+        empty = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(transition, state)[1])
+
+        def step(s: Any, j: jax.Array) -> tuple[Any, Any]:
+            # steps past n cost a branch, not a transition: one compiled block serves every length
+            return jax.lax.cond(j < n, transition, lambda s: (s, empty), s)
 
         return jax.lax.scan(step, state, jnp.arange(self.max_block))
 
