@@ -117,9 +117,9 @@ class Program:
         self.settings = settings
         self.model_fn = lower(model)
         self.init_strategy = _INIT_STRATEGIES[settings.init]()
-        variables = model.variables
-        self.outputs = [n for n in variables if settings.keep is None or n in settings.keep]
-        per_iteration = 8 * (sum(int(np.prod(variables[n].shape)) for n in self.outputs) + len(STAT_NAMES) + 1)
+        kept = model.kept(settings.keep)
+        self.outputs = {n.name: n.output for n in kept}  # site name -> name in the draws
+        per_iteration = 8 * (sum(int(np.prod(n.shape)) for n in kept) + len(STAT_NAMES) + 1)
         self.max_block = max(8, min(max_block, MAX_BLOCK_BYTES // per_iteration))
         self.block = jax.jit(self._block)
         self._lock = threading.Lock()
@@ -215,7 +215,7 @@ class Program:
                 "lp": -s.potential_energy,
                 "acceptance_rate": s.accept_prob,
             }
-            return s, ({k: values[k] for k in self.outputs}, stats)
+            return s, ({out: values[site] for site, out in self.outputs.items()}, stats)
 
         empty = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(transition, state)[1])
 
@@ -322,7 +322,7 @@ class Engine:
             # aim blocks at block_seconds; grow at most 8x at a time (the first block includes compiling)
             n = int(max(1, min(program.max_block, n * 8, todo * self.block_seconds / max(elapsed, 1e-6))))
         return ChainDraws(
-            draws={k: np.concatenate([d[k] for d in draws]) for k in program.outputs},
+            draws={k: np.concatenate([d[k] for d in draws]) for k in program.outputs.values()},
             stats={k: np.concatenate([s[k] for s in stats]) for k in STAT_NAMES},
             gradient_evaluations=gradients,
         )

@@ -12,8 +12,10 @@ def describe(model: Model) -> dict[str, Any]:
     """Params and defines with shapes and dims, observations, data shapes, and the graph spec that runs."""
     variables = []
     for node in model.nodes:
-        entry: dict[str, Any] = {"name": node.name, "kind": "param" if isinstance(node, Param) else "define",
+        entry: dict[str, Any] = {"name": node.output, "kind": "param" if isinstance(node, Param) else "define",
                                  "shape": list(node.shape), "dims": list(node.dims)}
+        if not node.keep:
+            entry["stored"] = False
         if isinstance(node, Param):
             entry["dist"] = node.dist.text()
             if node.noncentered:
@@ -42,9 +44,18 @@ def graph_spec(model: Model) -> dict[str, Any]:
                 entry["shape"] = list(node.shape)
             if node.noncentered:
                 entry["reparam"] = "noncentered"
+        else:
+            entry = {"expr": expr.to_text(node.expr)}
+            if node.dims and not node.dims[0].startswith(f"{node.name}_dim_"):
+                entry["dims"] = list(node.dims)
+        if node.label:
+            entry["label"] = node.label
+        if not node.keep:
+            entry["keep"] = False
+        if isinstance(node, Param):
             params[node.name] = entry
         else:
-            define[node.name] = expr.to_text(node.expr)
+            define[node.name] = entry if len(entry) > 1 else entry["expr"]
     out: dict[str, Any] = {"spec": 1, "coords": model.coords, "params": params}
     if define:
         out["define"] = define

@@ -45,6 +45,14 @@ class Param:
     """Shape the distribution is expanded to; `shape` without the event dimensions."""
     dims: tuple[str, ...]
     noncentered: bool = False
+    label: str = ""
+    """Name in the draws when it differs from `name` (e.g. `1|county`); see `output`."""
+    keep: bool = True
+    """Stored by default; False for internal params (raw effects, Cholesky factors)."""
+
+    @property
+    def output(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,12 @@ class Define:
     expr: Node
     shape: Shape
     dims: tuple[str, ...]
+    label: str = ""
+    keep: bool = True
+
+    @property
+    def output(self) -> str:
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,14 @@ class Model:
 
     @property
     def variables(self) -> dict[str, Param | Define]:
-        """Everything that appears in the draws, by name."""
-        return {n.name: n for n in self.nodes}
+        """Everything that can appear in the draws, by output name (label, else name)."""
+        return {n.output: n for n in self.nodes}
+
+    def kept(self, keep: list[str] | None) -> list[Param | Define]:
+        """The nodes stored in the draws: those named in `keep`, else all not marked internal."""
+        if keep is None:
+            return [n for n in self.nodes if n.keep]
+        return [n for n in self.nodes if n.output in keep or n.name in keep]
 
     def structure_key(self) -> str:
         """Hash of everything that shapes the compiled program: not the data values.

@@ -9,6 +9,7 @@ JAX; the API runs this before queueing anything.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,11 +31,15 @@ MAX_PARAM_ELEMENTS = 200_000
 MAX_DATA_DIMS = 8
 MAX_NAMES = 2_000
 RESERVED = frozenset({"chain", "draw"})
+COORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_:]{0,127}$")
+"""Dimension names; `:` allowed for nested factors (`region:hospital`)."""
 """ArviZ's own dimension names."""
 
 TOP_KEYS = ("spec", "data", "coords", "params", "define", "observe", "name", "description")
-PARAM_KEYS = ("dist", "dims", "shape", "reparam")
-DEFINE_KEYS = ("expr", "dims")
+PARAM_KEYS = ("dist", "dims", "shape", "reparam", "label", "keep")
+DEFINE_KEYS = ("expr", "dims", "label", "keep")
+LABEL_RE = re.compile(r"^[^\x00-\x1f/\\]{1,128}$")
+"""Labels name variables in the draws (`1|county`): printable, no slashes (netCDF paths)."""
 
 
 @dataclass
@@ -53,6 +58,8 @@ class _ParamDraft:
     shape: list[Any] | None
     noncentered: bool
     path: str
+    label: str = ""
+    keep: bool = True
 
 
 @dataclass
@@ -61,6 +68,8 @@ class _DefineDraft:
     node: Node | None
     dims: list[str] | None
     path: str
+    label: str = ""
+    keep: bool = True
 
 
 def validate(doc: Any) -> Model:
@@ -200,6 +209,7 @@ class _Validator:
             reparam = raw.get("reparam")
             if reparam not in (None, "noncentered", "centered"):
                 self.problem(f"{path}.reparam", f"unknown reparam {reparam!r}; use noncentered or centered")
+            label, keep = self._label_keep(raw, path)
             if "dist" not in raw:
                 self.problem(f"{path}.dist", "missing")
                 return _ParamDraft(name, None, dims, shape, False, path)
@@ -207,7 +217,7 @@ class _Validator:
             if reparam == "noncentered" and dist is not None and not dist.info.loc_scale:
                 self.problem(f"{path}.reparam", f"noncentered needs a location-scale distribution "
                                                 f"({', '.join(LOC_SCALE)}), got {dist.name}")
-            return _ParamDraft(name, dist, dims, shape, reparam == "noncentered", path)
+            return _ParamDraft(name, dist, dims, shape, reparam == "noncentered", path, label, keep)
         return _ParamDraft(name, self._dist(raw, path), None, None, False, path)
 
     def _define(self, name: str, raw: Any) -> _DefineDraft:
@@ -218,16 +228,30 @@ class _Validator:
                 if key not in DEFINE_KEYS:
                     self.problem(f"{path}.{key}", f"unknown field; expected one of {', '.join(DEFINE_KEYS)}")
             dims = self._name_list(raw.get("dims"), f"{path}.dims")
+            label, keep = self._label_keep(raw, path)
             path, raw = f"{path}.expr", raw.get("expr")
+        else:
+            label, keep = "", True
         try:
             node = expr.parse(raw, path)
         except SpecError as exc:
             self.problems += exc.problems
-            return _DefineDraft(name, None, dims, path)
+            return _DefineDraft(name, None, dims, path, label, keep)
         if isinstance(node, Call) and node.func in DISTRIBUTIONS:
             self.problem(path, f"{node.func} is a distribution; random variables belong under params")
-            return _DefineDraft(name, None, dims, path)
-        return _DefineDraft(name, node, dims, path)
+            return _DefineDraft(name, None, dims, path, label, keep)
+        return _DefineDraft(name, node, dims, path, label, keep)
+
+    def _label_keep(self, raw: Mapping[str, Any], path: str) -> tuple[str, bool]:
+        label = raw.get("label", "")
+        if not isinstance(label, str) or (label and not LABEL_RE.match(label)):
+            self.problem(f"{path}.label", "a label is 1-128 printable characters without slashes")
+            label = ""
+        keep = raw.get("keep", True)
+        if not isinstance(keep, bool):
+            self.problem(f"{path}.keep", "must be true or false")
+            keep = True
+        return label, keep
 
     def _observe(self, name: str, raw: Any) -> _DistDraft | None:
         path = f"observe.{name}"
@@ -302,8 +326,18 @@ class _Validator:
             if name in seen:
                 self.problem(path, f"name {name!r} is already used in {seen[name]}")
             seen.setdefault(name, section)
+        outputs: dict[str, str] = {}  # names in the draws: labels where given
+        drafts: list[_ParamDraft | _DefineDraft] = [*params, *defines]
+        for draft in drafts:
+            out = draft.label or draft.name
+            if draft.label and (out in RESERVED or out in coords):
+                self.problem(f"{draft.path}.label", f"label {out!r} is reserved for a dimension")
+            elif out in outputs:
+                self.problem(f"{draft.path}.label" if draft.label else draft.path,
+                             f"{out!r} already names {outputs[out]} in the draws")
+            outputs.setdefault(out, draft.path)
         for name in coords:
-            if name in RESERVED or not expr.NAME_RE.match(name):
+            if name in RESERVED or not COORD_RE.match(name):
                 self.problem(f"coords.{name}", "not a valid dimension name (chain and draw are ArviZ's own)")
 
     def _order(self, params: list[_ParamDraft], defines: list[_DefineDraft]) -> list[_ParamDraft | _DefineDraft]:
@@ -403,7 +437,8 @@ class _Validator:
                                          f"declared shape is {full}")
                 return None
         dims = tuple(draft.dims) if draft.dims else tuple(f"{draft.name}_dim_{i}" for i in range(len(full)))
-        return Param(draft.name, call, full, full[: len(full) - len(event)], dims, draft.noncentered)
+        return Param(draft.name, call, full, full[: len(full) - len(event)], dims, draft.noncentered, draft.label,
+                     draft.keep)
 
     def _define_ir(self, draft: _DefineDraft, checker: ShapeChecker, coords: dict[str, list[Any]]) -> Define | None:
         if draft.node is None:
@@ -419,7 +454,7 @@ class _Validator:
                 self.problem(draft.path, f"shape mismatch: expression has shape {shape}, dims give {declared}")
                 return None
         dims = tuple(draft.dims) if draft.dims else tuple(f"{draft.name}_dim_{i}" for i in range(len(shape)))
-        return Define(draft.name, draft.node, shape, dims)
+        return Define(draft.name, draft.node, shape, dims, draft.label, draft.keep)
 
     def _declared_shape(self, dims: list[str] | None, shape: list[Any] | None, path: str,
                         coords: dict[str, list[Any]], checker: ShapeChecker) -> tuple[bool, Shape | None]:
