@@ -48,7 +48,9 @@ def write_netcdf(idata: az.InferenceData, path: str | Path) -> None:
 
 def summary(idata: Any) -> dict[str, Any]:
     """Per-variable rows from ArviZ (rank-normalized R-hat, bulk/tail ESS, MCSE, HDI) and totals."""
-    table = az.summary(idata, kind="all", hdi_prob=HDI_PROB, round_to="none")
+    with warnings.catch_warnings():  # constant elements (a correlation's diagonal) have no R-hat: NaN, not noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        table = az.summary(idata, kind="all", hdi_prob=HDI_PROB, round_to="none")
     chains = idata.posterior.sizes["chain"]
     rows: list[dict[str, Any]] = [
         {"variable": str(name), **{str(k): _number(v) for k, v in row.items()}}
@@ -68,28 +70,28 @@ def summary(idata: Any) -> dict[str, Any]:
         "min_ess_bulk": min(ess_bulk) if ess_bulk else None,
         "min_ess_tail": min(ess_tail) if ess_tail else None,
     }
-    warnings: list[str] = []
+    notes: list[str] = []
     if divergences:
         n = int(diverging.size)
-        warnings.append(f"{divergences} of {n} transitions after warmup diverged; consider a higher target_accept "
+        notes.append(f"{divergences} of {n} transitions after warmup diverged; consider a higher target_accept "
                         "or a non-centered parameterization")
     if chains < 2:
-        warnings.append("R-hat needs at least 2 chains; convergence was not checked")
+        notes.append("R-hat needs at least 2 chains; convergence was not checked")
     bad_rhat = [r["variable"] for r in rows if r["r_hat"] is not None and r["r_hat"] >= RHAT_MAX]
     if bad_rhat:
-        warnings.append(f"r_hat >= {RHAT_MAX} for {len(bad_rhat)} variable(s) ({_some(bad_rhat)}); the chains "
+        notes.append(f"r_hat >= {RHAT_MAX} for {len(bad_rhat)} variable(s) ({_some(bad_rhat)}); the chains "
                         "have not mixed")
     threshold = ESS_PER_CHAIN_MIN * chains
     low_ess = [r["variable"] for r in rows
                if min(r["ess_bulk"] or math.inf, r["ess_tail"] or math.inf) < threshold]
     if low_ess:
-        warnings.append(f"ess_bulk or ess_tail below {threshold} ({ESS_PER_CHAIN_MIN} per chain) for "
+        notes.append(f"ess_bulk or ess_tail below {threshold} ({ESS_PER_CHAIN_MIN} per chain) for "
                         f"{len(low_ess)} variable(s) ({_some(low_ess)}); run more draws")
     if tree_depth is not None and "max_tree_depth" in idata.attrs:
         saturated = int((tree_depth >= int(idata.attrs["max_tree_depth"])).sum())
         if saturated:
-            warnings.append(f"{saturated} transitions hit max_tree_depth; sampling may be inefficient")
-    totals["warnings"] = warnings
+            notes.append(f"{saturated} transitions hit max_tree_depth; sampling may be inefficient")
+    totals["warnings"] = notes
     return {"variables": rows, "totals": totals}
 
 

@@ -110,11 +110,17 @@ def run(
 @app.command()
 def validate(
     file: Annotated[Path, typer.Argument(help="Model spec or job document (YAML or JSON).")],
+    graph: Annotated[bool, typer.Option(help="Print only the compiled graph spec (YAML, data omitted).")] = False,
 ) -> None:
     """Check a spec without sampling; print its variables, shapes and the graph spec that would run."""
-    from service.spec.describe import describe
+    from service.spec.describe import describe, graph_spec
 
     model, settings = _load(file, {})
+    if graph:
+        import yaml
+
+        typer.echo(yaml.safe_dump(graph_spec(model), sort_keys=False, allow_unicode=True))
+        return
     typer.echo(json.dumps({**describe(model), "sampler": settings.model_dump()}, indent=1))
 
 

@@ -73,8 +73,23 @@ class _DefineDraft:
 
 
 def validate(doc: Any) -> Model:
-    """Validate a graph spec document (already parsed from YAML/JSON)."""
+    """Validate a model spec (graph or formula front end; already parsed from YAML/JSON)."""
     return _Validator().run(doc)
+
+
+def _from_formula(doc: Mapping[str, Any]) -> Model:
+    """Compile a formula spec to a graph spec and validate that; problems point at the user's fields."""
+    from service.spec.formula import compile_formula
+
+    graph = compile_formula(doc)
+    try:
+        model = _Validator().run(graph)
+    except SpecError as exc:
+        labels = {f"params.{k}": f"priors.{v.get('label', k)}" for k, v in graph["params"].items()
+                  if isinstance(v, Mapping)}
+        raise SpecError([Problem(labels.get(".".join(p.path.split(".")[:2]), p.path), p.message)
+                         for p in exc.problems]) from None
+    return model
 
 
 class _Validator:
@@ -95,8 +110,7 @@ class _Validator:
             raise SpecError([Problem("spec", f"unsupported version {version!r}; this server reads version "
                                              f"{SPEC_VERSION}")])
         if "formula" in doc:
-            raise SpecError([Problem("formula", "the formula front end is not available in this version; "
-                                                "write the model as params/observe")])
+            return _from_formula(doc)
         for key in doc:
             if key not in TOP_KEYS:
                 self.problem(str(key), f"unknown section; expected one of {', '.join(TOP_KEYS)}")
