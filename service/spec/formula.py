@@ -18,6 +18,7 @@ sd Exponential(1/sy); sy = sd(y) for gaussian/student_t and 1 otherwise.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -133,10 +134,12 @@ def _frame(raw: Any, problems: list[Problem]) -> Any:
             problems.append(Problem(path, "must be a flat list (one value per row)"))
             continue
         if array.dtype.kind == "O" or array.dtype.kind == "U":
+            missing = next((i for i, v in enumerate(values) if v is None), None)
+            if missing is not None:
+                problems.append(Problem(f"{path}[{missing}]", "missing value (null); drop the row or impute"))
+                continue
             if not all(isinstance(v, str) for v in values):
-                bad = next(i for i, v in enumerate(values) if not isinstance(v, str))
-                problems.append(Problem(f"{path}[{bad}]", "missing or mixed value; a column is all numbers or "
-                                                          "all strings"))
+                problems.append(Problem(path, "mixed numbers and strings; a column is all numbers or all strings"))
                 continue
             array = array.astype(str)
         elif array.dtype.kind == "b":
@@ -258,15 +261,16 @@ class _Compiler:
             sd = 2.5 * scale / sx
             intercept_var += float(np.sum((sd * columns.mean(axis=0)) ** 2))
             pid, did = self.b.id("b"), self.b.id("X")
-            if columns.shape[1] == 1:
+            levels = getattr(common.terms[term], "levels", None)
+            if columns.shape[1] == 1 and levels is None:
                 self.b.data[did] = columns[:, 0]
                 default = f"Normal(0, {_num(sd[0])})"
                 params[pid] = {"dist": self._prior(label, default), "label": label}
                 eta.append(f"{pid} * {did}")
             else:
                 dim = _dim_name(f"{label}_dim")
-                levels = list(common.terms[term].labels)
-                self.b.coords[dim] = [str(v) for v in levels]
+                names = levels if levels is not None and len(levels) == columns.shape[1] else common.terms[term].labels
+                self.b.coords[dim] = [str(v) for v in names]
                 self.b.data[did] = columns
                 sid = self.b.id("S")
                 self.b.data[sid] = sd
@@ -464,8 +468,13 @@ class _Compiler:
         except SpecError as exc:
             self.problems += exc.problems
             return default
-        if not isinstance(node, expr.Call) or node.func not in DISTRIBUTIONS:
+        if not isinstance(node, expr.Call):
             self.problems.append(Problem(path, f"expected a distribution such as Normal(0, 1), got {raw!r:.60}"))
+            return default
+        if node.func not in DISTRIBUTIONS:
+            hint = difflib.get_close_matches(node.func, DISTRIBUTIONS, n=1)
+            self.problems.append(Problem(path, f"unknown distribution {node.func!r}"
+                                               + (f"; did you mean {hint[0]}?" if hint else "")))
             return default
         if expr.names(node):
             self.problems.append(Problem(path, "prior arguments must be numbers"))
