@@ -164,6 +164,32 @@ class CompileMonitor:
         return out
 
 
+def engine_source() -> dict[str, Any]:
+    """Which engine code a worker imported (the tree may be edited while a benchmark runs)."""
+    import hashlib
+
+    import workers.engine
+
+    path = Path(workers.engine.__file__)
+    return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+
+
+def tree_revision() -> dict[str, Any]:
+    """git HEAD of the tree under test and whether engine code differs from it (or the snapshot's revision)."""
+    if os.environ.get("CHAINYARD_BENCH_REV"):
+        return {"git_head": os.environ["CHAINYARD_BENCH_REV"], "dirty": [], "snapshot": str(ROOT)}
+
+    def git(*a: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), *a], capture_output=True, text=True, check=True).stdout
+
+    try:
+        dirty = [line[3:] for line in git("status", "--porcelain").splitlines()
+                 if line[3:].startswith(("workers/", "service/", "examples/"))]
+        return {"git_head": git("rev-parse", "HEAD").strip(), "dirty": dirty, "snapshot": None}
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_head": None, "dirty": [], "snapshot": None}
+
+
 def _median(values: Iterable[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return statistics.median(vals) if vals else None
@@ -207,7 +233,7 @@ def worker_chainyard(args: argparse.Namespace) -> dict[str, Any]:
         }
         return rec, f
 
-    out: dict[str, Any] = {"mode": args.mode, "params": params}
+    out: dict[str, Any] = {"mode": args.mode, "params": params, "engine_source": engine_source()}
     if args.mode == "restart":
         out["restart"], _ = fit(model0)
         return out
@@ -353,15 +379,11 @@ def _run(cmd: list[str], result: Path, log: Path, tag: str, env: dict[str, str] 
         with open(log, "w") as f:
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                                   timeout=WORKER_TIMEOUT_S, check=False)
-        rc = proc.returncode
+        rc: int | str = proc.returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"
     elapsed = time.perf_counter() - started
-    out: dict[str, Any]
-    if result.exists():
-        out = json.loads(result.read_text())
-    else:
-        out = {}
+    out: dict[str, Any] = json.loads(result.read_text()) if result.exists() else {}
     if rc != 0 and "error" not in out:
         tail = log.read_text()[-2000:] if log.exists() else ""
         out["error"] = f"exit {rc}: {tail}"
@@ -443,7 +465,8 @@ def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
             "ess_per_s": _ratio_median(warm, "min_ess_bulk"),
             "grads_per_s": _ratio_median(warm, "grads_total"),
             "grads_note": "incl. warmup",
-            "checkpoint_overhead_pct": 100.0 * (ckpt_wall - warm_wall) / warm_wall if warm_wall else None,
+            "checkpoint_overhead_pct": (100.0 * (ckpt_wall - warm_wall) / warm_wall
+                                        if warm_wall and ckpt_wall is not None else None),
             "checkpoint_draws_identical": res.get("checkpoint_draws_identical"),
             "divergences_warm": _median(r["divergences"] for r in warm),
         })
@@ -529,6 +552,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"- machine: {m['nproc']} cores, {m['cpu']}, {m['memory_gib']} GiB, {m['platform']}; "
         f"load average at start {m['loadavg_start']}, end {m['loadavg_end']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()),
+        f"- chainyard tree: git {(report['tree']['git_head'] or 'unknown')[:12]}"
+        + (" (snapshot via --snapshot)" if report["tree"].get("snapshot") else "")
+        + (f", uncommitted changes in {', '.join(report['tree']['dirty'])}" if report["tree"]["dirty"] else "")
+        + "; workers/engine.py sha256 " + (", ".join(sorted(_engine_hashes(report))) or "—")
+        + (" — **differs between models: the engine changed during the run**" if len(_engine_hashes(report)) > 1
+           else ""),
         f"- settings: {CHAINS} chains x ({s['warmup']} warmup + {s['draws']} draws), seed {SEED}, "
         f"medians of {s['repeats']} warm repeat(s); raw gradient loops of >= {s['grad_evals']:,} evaluations "
         "(lengthened until one takes >= 0.5 s)",
@@ -574,9 +603,9 @@ def markdown(report: dict[str, Any]) -> str:
         "`stan.build` + `sample`).",
         "- restart: a fresh process whose persistent cache is already filled (chainyard's JAX cache, httpstan's "
         "model cache); numpyro keeps no cache across processes.",
-        "- compile: chainyard = cold wall − wall of a warm fit of the *same* data and seed (identical draws); "
+        "- compile: chainyard = cold wall - wall of a warm fit of the *same* data and seed (identical draws); "
         "numpyro = JAX trace+lower+compile time measured (jax.monitoring) in the first call; PyStan = cold "
-        "build − cached build.",
+        "build - cached build.",
         "- warm compile: JAX trace+lower+compile seconds measured during the warm fit (count of XLA compiles in "
         "parentheses); PyStan: the cached `stan.build` time.",
         "- min ESS_bulk over every element of the model's params (same set for all contenders), arviz bulk ESS "
@@ -591,6 +620,16 @@ def markdown(report: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Failures:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _engine_hashes(report: dict[str, Any]) -> set[str]:
+    hashes = set()
+    for raw in report["raw"].values():
+        c = raw.get("chainyard", {})
+        for res in (c, c.get("restart_result", {})):
+            if "engine_source" in res:
+                hashes.add(res["engine_source"]["sha256"])
+    return hashes
 
 
 def machine_info() -> dict[str, Any]:
@@ -634,6 +673,7 @@ def orchestrate(args: argparse.Namespace) -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {**machine_info(), "loadavg_start": [round(x, 2) for x in os.getloadavg()]},
         "versions": versions(),
+        "tree": tree_revision(),
         "settings": {"quick": args.quick, "warmup": args.warmup, "draws": args.draws, "repeats": args.repeats,
                      "chains": CHAINS, "seed": SEED, "grad_evals": args.grad_evals},
         "raw": {},
@@ -678,6 +718,25 @@ def _write(report: dict[str, Any], out_dir: Path) -> None:
     (out_dir / "engine.md").write_text(markdown(report))
 
 
+def run_snapshot(args: argparse.Namespace) -> int:
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", args.snapshot], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    snap = Path(tempfile.mkdtemp(prefix=f"chainyard-bench-snap-{rev[:8]}-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(snap)], input=archive, check=True)
+        shutil.rmtree(snap / "bench", ignore_errors=True)
+        shutil.copytree(BENCH, snap / "bench", ignore=shutil.ignore_patterns("results", "__pycache__"))
+        argv = [a for a in sys.argv[1:]]
+        i = argv.index("--snapshot")
+        del argv[i:i + 2]
+        cmd = [sys.executable, str(snap / "bench" / "engine.py"), *argv, "--out", str(Path(args.out).resolve())]
+        print(f"[bench] snapshot of {rev[:12]} in {snap}", file=sys.stderr, flush=True)
+        return subprocess.run(cmd, env={**os.environ, "CHAINYARD_BENCH_REV": rev}, check=False).returncode
+    finally:
+        shutil.rmtree(snap, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="200 warmup + 200 draws, 1 repeat (smoke test)")
@@ -688,6 +747,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
     p.add_argument("--grad-evals", type=int, default=None)
+    p.add_argument("--snapshot", metavar="REV",
+                   help="benchmark `git archive REV` extracted to a tmp dir (with this bench/ copied in), so edits "
+                        "to the work tree during the run cannot mix engine versions")
     # internal: worker processes
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     p.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
@@ -699,6 +761,8 @@ def main() -> None:
     args.draws = args.draws if args.draws is not None else (200 if args.quick else 1000)
     args.repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     args.grad_evals = args.grad_evals if args.grad_evals is not None else (1000 if args.quick else 10_000)
+    if args.snapshot and not args.worker:
+        sys.exit(run_snapshot(args))
     if args.worker:
         try:
             result = WORKERS[args.worker](args)
