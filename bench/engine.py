@@ -417,7 +417,10 @@ def run_pystan(model_name: str, args: argparse.Namespace, log_dir: Path) -> dict
         out: dict[str, Any] = {"params": params}
         for mode, ds in (("cold", datasets), ("restart", datasets[:1])):
             job = {"code": str(BENCH / "stan" / f"{model_name}.stan"), "datasets": ds, "params": params,
-                   "num_chains": CHAINS, "num_warmup": args.warmup, "num_samples": args.draws, "seed": SEED,
+                   # httpstan caches fits made with a seed (same model, data, seed, arguments): the restart
+                   # run uses another seed so it can never be served from that cache
+                   "num_chains": CHAINS, "num_warmup": args.warmup, "num_samples": args.draws,
+                   "seed": SEED if mode == "cold" else SEED + 1000,
                    "save_warmup": mode == "restart", "out_dir": str(work / f"draws-{mode}")}
             job_path, result = work / f"job-{mode}.json", work / f"result-{mode}.json"
             job_path.write_text(json.dumps(job))
@@ -505,8 +508,8 @@ def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
             "warm_backend_compiles": None,
             "min_ess_bulk": _median(r["min_ess_bulk"] for r in warm),
             "ess_per_s": _ratio_median(warm, "min_ess_bulk", "sample_s"),
-            # timed runs keep no warmup draws (as users run it); the restart run (example data, seed as the
-            # cold run: the same chains) saves them, for the leapfrog count incl. warmup
+            # timed runs keep no warmup draws (as users run it); the restart run (example data) saves them,
+            # for the leapfrog count incl. warmup
             "grads_per_s": _ratio_median(restart_runs, "leapfrog_total", "sample_s"),
             "grads_note": "incl. warmup, per sampling wall (build excluded), from the restart run",
             "sample_s": _median(r["sample_s"] for r in warm),

@@ -105,7 +105,8 @@ def main() -> None:
     write("radon.yaml", radon(),
           "Radon-like data (simulated after Gelman & Hill's Minnesota radon survey), formula front end:\n"
           "log radon by floor of measurement, intercepts partially pooled over 85 counties.\n"
-          "Run it:  chainyard run examples/radon.yaml    See the graph:  chainyard validate --graph examples/radon.yaml")
+          "Run it:  chainyard run examples/radon.yaml\n"
+          "See the graph spec it compiles to:  chainyard validate --graph examples/radon.yaml")
     write("hierarchical_regression.yaml", hierarchical_regression(),
           "Hierarchical linear regression: varying intercepts and slopes (900 rows, 85 counties).\n"
           "Run it:  chainyard run examples/hierarchical_regression.yaml")
