@@ -38,3 +38,19 @@ class InitializationError(ChainyardError):
 
 class StopRequested(ChainyardError):  # noqa: N818 - it is a signal, not a failure
     """Sampling stopped at a block boundary because a stop was requested (cancel, SIGTERM)."""
+
+
+class NotFoundError(ChainyardError):
+    """No such job (or it belongs to another tenant: the same answer, so ids leak nothing)."""
+
+
+class ConflictError(ChainyardError):
+    """The request does not fit the resource's state (e.g. a summary of a running job)."""
+
+
+class AuthError(ChainyardError):
+    """Missing or unknown bearer token."""
+
+
+class LimitError(ChainyardError):
+    """A request over a configured size limit."""

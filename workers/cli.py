@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -195,3 +196,200 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- service verbs ------------------------------------------------------------------------------------
+
+Url = Annotated[str, typer.Option(envvar="CHAINYARD_URL", help="API base URL.")]
+Token = Annotated[str | None, typer.Option(envvar="CHAINYARD_TOKEN", help="Bearer token.")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _client(url: str, token: str | None) -> Any:
+    from service.client import Client
+
+    return Client(url, token)
+
+
+def _api_call(fn: Any) -> Any:
+    from service.client import ApiError
+
+    try:
+        return fn()
+    except ApiError as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_BAD_SPEC if exc.status in (400, 413, 422) else EXIT_FAILED) from None
+    except Exception as exc:  # connection refused, timeouts
+        if type(exc).__module__.startswith("httpx"):
+            err.print(f"[bold red]error:[/] cannot reach the API: {exc}")
+            raise typer.Exit(EXIT_FAILED) from None
+        raise
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="Job document {model, sampler} or a model spec.")],
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    wait: Annotated[bool, typer.Option(help="Watch until it ends and print the summary.")] = False,
+) -> None:
+    """Submit a job to a chainyard API; prints its id."""
+    doc = _load_document(file)
+    with _client(url, token) as client:
+        job = _api_call(lambda: client.submit(doc))
+        typer.echo(job["id"])
+        if wait:
+            _watch(client, job["id"])
+
+
+@app.command()
+def status(job_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Print a job (state, per-chain progress, live diagnostics) as JSON."""
+    with _client(url, token) as client:
+        typer.echo(json.dumps(_api_call(lambda: client.get(job_id)), indent=1))
+
+
+@app.command()
+def watch(job_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Progress bars per chain until the job ends, then its summary."""
+    with _client(url, token) as client:
+        _watch(client, job_id)
+
+
+@app.command("summary")
+def summary_cmd(job_id: str, url: Url = DEFAULT_URL, token: Token = None,
+                json_out: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The summary of a finished job."""
+    with _client(url, token) as client:
+        result = _api_call(lambda: client.summary(job_id))
+    if json_out:
+        typer.echo(json.dumps(result, indent=1))
+    else:
+        _print_summary(Console() if sys.stdout.isatty() else Console(width=160), {**result, "seed": "-",
+                                                                                   "wall_seconds": "-"})
+
+
+@app.command()
+def draws(job_id: str, out: Annotated[Path, typer.Option(help="netCDF file to write.")],
+          url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Download a finished job's InferenceData as netCDF."""
+    with _client(url, token) as client:
+        out.write_bytes(_api_call(lambda: client.netcdf(job_id)))
+
+
+@app.command()
+def cancel(job_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Cancel a job; its chains stop at their next block."""
+    with _client(url, token) as client:
+        typer.echo(_api_call(lambda: client.cancel(job_id))["state"])
+
+
+@app.command("list")
+def list_cmd(url: Url = DEFAULT_URL, token: Token = None,
+             state: Annotated[str | None, typer.Option(help="Filter by state.")] = None,
+             label: Annotated[str | None, typer.Option(help="Filter by label key=value.")] = None) -> None:
+    """List jobs (newest first)."""
+    with _client(url, token) as client:
+        result = _api_call(lambda: client.list(state=state, label=label))
+    for job in result["jobs"]:
+        typer.echo(f"{job['id']}  {job['state']:<9}  {job['name'] or ''}")
+
+
+@app.command()
+def worker(
+    name: Annotated[str | None, typer.Option(help="Stable identity (the pod name).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Volume for checkpoints and the compile cache.")] = None,
+) -> None:
+    """Run a chain worker until SIGTERM (configuration from CHAINYARD_* variables)."""
+    from workers.worker import main as worker_main
+
+    worker_main(name, data_dir)
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
+    port: Annotated[int, typer.Option(help="API port.")] = 8000,
+    data_dir: Annotated[Path, typer.Option(help="Redis files, worker volumes, logs.")] = Path("chainyard-data"),
+    token: Annotated[str | None, typer.Option(help="API token (default: a new random one).")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without a token.")] = False,
+    submit_file: Annotated[Path | None, typer.Option("--submit", help="Submit this job, watch it, print its "
+                                                                      "summary, then shut down.")] = None,
+) -> None:
+    """Run Redis, the API and workers here, in the foreground until SIGINT/SIGTERM."""
+    import secrets
+
+    from workers.stack import Stack
+
+    if token is None and not no_auth:
+        token = secrets.token_urlsafe(24)
+    doc = _load_document(submit_file) if submit_file else None
+    stack = Stack(data_dir=data_dir, port=port, workers=workers, token=None if no_auth else token)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        stack.start()
+        err.print(f"chainyard is up: {stack.url}  token: {token if not no_auth else '(auth off)'}  "
+                  f"workers: {workers}  data: {stack.data_dir}", highlight=False)
+        if doc is not None:
+            with _client(stack.url, token) as client:
+                job = _api_call(lambda: client.submit(doc))
+                err.print(f"submitted job {job['id']}", highlight=False)
+                state = _watch(client, job["id"])
+            if state != "succeeded":
+                raise typer.Exit(EXIT_FAILED)
+            return
+        while not stopping.is_set():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        err.print("stopping: workers checkpoint and exit, then the API and Redis")
+        stack.stop()
+
+
+def _load_document(file: Path) -> Any:
+    try:
+        return load_file(file)
+    except SpecError as exc:
+        err.print(f"[bold red]error:[/] {file}: {exc}")
+        raise typer.Exit(EXIT_BAD_SPEC) from None
+
+
+def _watch(client: Any, job_id: str) -> str:
+    """Progress bars from the event stream; then the summary (or the error). Returns the final state."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    bars = Progress(TextColumn("chain {task.fields[chain]}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[phase]:<8} div {task.fields[div]}"), TimeElapsedColumn(),
+                    console=console, disable=not console.is_terminal)
+    tasks: dict[int, Any] = {}
+    state = "queued"
+    with bars:
+        for event, data in _api_call(lambda: list(_events(client, job_id, bars, tasks))):
+            if event == "end":
+                state = data["state"]
+    job = _api_call(lambda: client.get(job_id))
+    if state == "succeeded":
+        result = _api_call(lambda: client.summary(job_id))
+        _print_summary(console, {**result, "seed": job["seed"], "wall_seconds":
+                                 round((job["finished_at"] or 0) - job["created_at"], 3)})
+    else:
+        err.print(f"job {job_id} {state}: {job.get('error') or ''}", highlight=False)
+    return state
+
+
+def _events(client: Any, job_id: str, bars: Any, tasks: dict[int, Any]) -> Any:
+    for event, data in client.events(job_id):
+        if event == "progress":
+            for c in data["chains"]:
+                if c["chain"] not in tasks:
+                    tasks[c["chain"]] = bars.add_task("", total=c["of"], chain=c["chain"], phase=c["phase"], div=0)
+                bars.update(tasks[c["chain"]], completed=c["iteration"], phase=c["phase"], div=c["divergences"])
+        yield event, data

@@ -69,6 +69,10 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
+BlockFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], Progress], None]
+"""Called after each block is checkpointed: (kept draws, sample stats, progress); raise to stop."""
+StartFn = Callable[[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]], None]
+"""Called once before sampling with the draws and stats of blocks restored from a checkpoint."""
 
 
 @dataclass
@@ -271,6 +275,8 @@ class Engine:
         fingerprint: str = "",
         progress: ProgressFn | None = None,
         stop: threading.Event | None = None,
+        on_block: BlockFn | None = None,
+        on_start: StartFn | None = None,
     ) -> ChainDraws:
         """Run (or resume from `store`) one chain to the end; StopRequested at a block boundary."""
         program = program_for(model, settings, max_block=self.max_block)
@@ -290,6 +296,8 @@ class Engine:
                 raise CheckpointMismatchError("checkpointed sampler state does not match the model")
             state = program.restore(resumed.state)
             draws, stats, block = resumed.draws, resumed.stats, resumed.block + 1
+        if on_start is not None:
+            on_start(draws, stats)
         warmup, total, thin = settings.warmup, settings.warmup + settings.draws, settings.thin
         done = int(state.i)
         divergences = sum(int(s["diverging"].sum()) for s in stats)
@@ -316,9 +324,12 @@ class Engine:
             draws.append(block_draws)
             stats.append(block_stats)
             block += 1
+            phase = "done" if done >= total else ("warmup" if done < warmup else "sampling")
+            report = Progress(chain, phase, done, total, divergences, float(raw["step_size"][todo - 1]))
             if progress is not None:
-                phase = "done" if done >= total else ("warmup" if done < warmup else "sampling")
-                progress(Progress(chain, phase, done, total, divergences, float(raw["step_size"][todo - 1])))
+                progress(report)
+            if on_block is not None:
+                on_block(block_draws, block_stats, report)
             # aim blocks at block_seconds; grow at most 8x at a time (the first block includes compiling)
             n = int(max(1, min(program.max_block, n * 8, todo * self.block_seconds / max(elapsed, 1e-6))))
         return ChainDraws(

@@ -1,0 +1,78 @@
+"""The API application factory: `uvicorn service.api.app:create_app --factory`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from redis import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api import errors, health, jobs, models
+from service.api.deps import load_tokens
+from service.config import Settings
+from service.jobs import JobStore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    tokens = load_tokens(settings)
+    if not tokens and not settings.auth_disabled:
+        raise ValueError("no API tokens configured: set CHAINYARD_TOKENS or CHAINYARD_TOKENS_FILE "
+                         "(CHAINYARD_AUTH_DISABLED=true only for a local single-user stack)")
+    app = FastAPI(title="chainyard", version="1", summary="Bayesian inference (NUTS) as a service")
+    redis = Redis.from_url(settings.redis_url)
+    app.state.settings = settings
+    app.state.tokens = tokens
+    app.state.redis = redis
+    app.state.store = JobStore(redis, settings)
+    errors.install(app)
+    for router in (jobs.router, models.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    return app
+
+
+class BodyLimit:
+    """413 for bodies over the limit, whether or not they announce their length."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send, self.limit)
+            return
+        received = 0
+
+        async def limited() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _too_large(send, self.limit)
+
+
+class _TooLarge(Exception):  # noqa: N818 - control flow
+    pass
+
+
+async def _too_large(send: Send, limit: int) -> None:
+    import json
+
+    body: dict[str, Any] = {"error": {"code": "too_large", "message": f"request body over {limit} bytes",
+                                      "details": []}}
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": json.dumps(body).encode()})

@@ -1,0 +1,50 @@
+"""Every error the API returns: one shape, from one place."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service.exceptions import AuthError, ConflictError, LimitError, NotFoundError, SpecError
+
+
+def error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": {"code": code, "message": message, "details": details or []}}, status_code=status,
+                        headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(SpecError)
+    async def spec_error(request: Request, exc: SpecError) -> JSONResponse:
+        details = [{"path": p.path, "message": p.message} for p in exc.problems]
+        return error(422, "invalid_spec", f"{len(details)} problem(s) in the request", details)
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"path": ".".join(str(p) for p in e["loc"] if p != "body"), "message": e["msg"]}
+                   for e in exc.errors()]
+        return error(422, "invalid_request", "the request does not match the schema", details)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, exc: NotFoundError) -> JSONResponse:
+        return error(404, "not_found", str(exc))
+
+    @app.exception_handler(ConflictError)
+    async def conflict(request: Request, exc: ConflictError) -> JSONResponse:
+        return error(409, "conflict", str(exc))
+
+    @app.exception_handler(AuthError)
+    async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
+        return error(401, "unauthorized", str(exc))
+
+    @app.exception_handler(LimitError)
+    async def too_large(request: Request, exc: LimitError) -> JSONResponse:
+        return error(413, "too_large", str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
+        return error(exc.status_code, code, str(exc.detail))

@@ -1,0 +1,29 @@
+"""Liveness, readiness (Redis reachable) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(request: Request, response: Response) -> dict[str, str]:
+    try:
+        request.app.state.redis.ping()
+    except RedisError as exc:
+        response.status_code = 503
+        return {"status": "redis unreachable", "detail": str(exc)}
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,21 @@
+"""/v1/models/validate: what a spec compiles to, or every problem with its path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from service.api.deps import Tenant
+from service.api.jobs import ERRORS
+from service.sampler import parse_job
+from service.schemas import ValidateRequest, ValidateResponse
+from service.spec.describe import describe
+
+router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
+
+
+@router.post("/validate", response_model=ValidateResponse)
+def validate(body: ValidateRequest, tenant: Tenant) -> dict[str, Any]:
+    model, settings = parse_job({"model": body.model, "sampler": body.sampler})
+    return {**describe(model), "sampler": settings.model_dump()}

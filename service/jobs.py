@@ -1,0 +1,301 @@
+"""Jobs in Redis: submit (one stream entry per chain), read, list, cancel, delete, results.
+
+Shared by the API (submit, read) and the workers (progress, draws, assembly);
+nothing here imports JAX. Keys come from `service.keys`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import secrets
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from redis import Redis
+
+from service import keys
+from service.config import Settings
+from service.exceptions import ConflictError, LimitError, NotFoundError, Problem, SpecError
+from service.sampler import SamplerSettings, parse_job
+from service.schemas import TERMINAL, ChainProgress, Diagnostics, JobCreate, JobList, JobPublic
+from service.spec.ir import Model
+
+
+def pack(arrays: dict[str, np.ndarray]) -> bytes:
+    """Arrays -> npz bytes (read back with allow_pickle=False: no code runs)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    return buffer.getvalue()
+
+
+def unpack(blob: bytes) -> dict[str, np.ndarray]:
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class JobStore:
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.r: Any = redis  # redis-py's annotations do not follow decode_responses
+        self.settings = settings
+
+    # -- submit -----------------------------------------------------------------------------------
+
+    def submit(self, tenant: str, body: JobCreate) -> tuple[dict[str, str], bool]:
+        """Validate, then create the job and queue its chains; (record, created). Idempotent when seeded."""
+        model, settings = parse_job({"model": body.model, "sampler": body.sampler})
+        iterations = settings.chains * (settings.warmup + settings.draws)
+        if iterations > self.settings.max_iterations_per_job:
+            raise SpecError([Problem("sampler", f"chains x (warmup + draws) = {iterations} is over this server's "
+                                                f"limit of {self.settings.max_iterations_per_job}")])
+        canonical = json.dumps({"model": body.model, "sampler": settings.model_dump(), "name": body.name,
+                                "labels": body.labels}, sort_keys=True, default=str)
+        if settings.seed is not None:
+            job_id = "j" + hashlib.sha256(f"{tenant}\n{canonical}".encode()).hexdigest()[:24]
+        else:
+            job_id = "j" + secrets.token_hex(12)
+            settings = settings.model_copy(update={"seed": secrets.randbelow(2**32)})
+        now = time.time()
+        record = {
+            "id": job_id,
+            "tenant": tenant,
+            "name": body.name or "",
+            "labels": json.dumps(body.labels),
+            "state": "queued",
+            "created_at": repr(now),
+            "deadline": repr(now + self.settings.job_timeout_seconds),
+            "model": json.dumps(body.model),
+            "sampler": settings.model_dump_json(),
+            "seed": str(settings.seed),
+            "chains": str(settings.chains),
+            "iterations": str(settings.warmup + settings.draws),
+            "structure": model.structure_key(),
+        }
+        if not self.r.hsetnx(keys.job(job_id), "id", job_id):
+            existing = self._record(job_id)
+            if existing is not None and existing.get("tenant") == tenant:
+                return existing, False
+        pipe = self.r.pipeline()
+        pipe.hset(keys.job(job_id), mapping=record)
+        pipe.zadd(keys.tenant_jobs(tenant), {job_id: now})
+        for c in range(settings.chains):
+            pipe.hset(keys.chain(job_id, c), mapping={"phase": "queued", "iteration": 0,
+                                                      "of": settings.warmup + settings.draws, "divergences": 0,
+                                                      "attempts": 0})
+            pipe.xadd(keys.TASKS, {"job": job_id, "chain": c})
+        pipe.execute()
+        return record, True
+
+    # -- read -------------------------------------------------------------------------------------
+
+    def _record(self, job_id: str) -> dict[str, str] | None:
+        raw = self.r.hgetall(keys.job(job_id))
+        if not raw or b"tenant" not in raw:
+            return None
+        return {_text(k) or "": _text(v) or "" for k, v in raw.items()}
+
+    def get(self, tenant: str, job_id: str) -> dict[str, str]:
+        record = self._record(job_id)
+        if record is None or record["tenant"] != tenant:
+            raise NotFoundError(f"job {job_id} not found")
+        return record
+
+    def record(self, job_id: str) -> dict[str, str] | None:
+        """A job's record for workers (no tenant check)."""
+        return self._record(job_id)
+
+    def public(self, record: dict[str, str], *, diagnostics: bool = True) -> JobPublic:
+        chains = self.chains(record)
+        return JobPublic(
+            id=record["id"],
+            name=record["name"] or None,
+            labels=json.loads(record["labels"]),
+            state=record["state"],  # type: ignore[arg-type]
+            created_at=float(record["created_at"]),
+            started_at=float(record["started_at"]) if record.get("started_at") else None,
+            finished_at=float(record["finished_at"]) if record.get("finished_at") else None,
+            seed=int(record["seed"]),
+            sampler=json.loads(record["sampler"]),
+            chains=chains,
+            diagnostics=self.diagnostics(record) if diagnostics else None,
+            error=record.get("error") or None,
+        )
+
+    def chains(self, record: dict[str, str]) -> list[ChainProgress]:
+        pipe = self.r.pipeline()
+        for c in range(int(record["chains"])):
+            pipe.hgetall(keys.chain(record["id"], c))
+        out = []
+        for c, raw in enumerate(pipe.execute()):
+            h = {_text(k): _text(v) for k, v in raw.items()}
+            out.append(ChainProgress(
+                chain=c,
+                phase=h.get("phase") or "queued",
+                iteration=int(h.get("iteration") or 0),
+                of=int(h.get("of") or record["iterations"]),
+                divergences=int(h.get("divergences") or 0),
+                step_size=float(h.get("step_size") or "nan") if h.get("step_size") else None,
+                worker=h.get("worker") or None,
+                attempts=int(h.get("attempts") or 0),
+            ))
+        return out
+
+    def list(self, tenant: str, *, state: str | None, label: str | None, offset: int, limit: int) -> JobList:
+        ids = [_text(i) or "" for i in self.r.zrevrange(keys.tenant_jobs(tenant), 0, -1)]
+        selector = label.split("=", 1) if label else None
+        jobs: list[JobPublic] = []
+        matched = 0
+        for job_id in ids:
+            record = self._record(job_id)
+            if record is None:
+                self.r.zrem(keys.tenant_jobs(tenant), job_id)  # expired or deleted
+                continue
+            if state and record["state"] != state:
+                continue
+            if selector and json.loads(record["labels"]).get(selector[0]) != (selector[1] if len(selector) > 1
+                                                                               else None):
+                continue
+            matched += 1
+            if offset < matched <= offset + limit:
+                jobs.append(self.public(record, diagnostics=False))
+        return JobList(jobs=jobs, total=matched, offset=offset, limit=limit)
+
+    def diagnostics(self, record: dict[str, str]) -> Diagnostics | None:
+        """R-hat, ESS and divergences of the draws so far (live blocks), or of the result."""
+        chains = int(record["chains"])
+        per_chain: list[dict[str, np.ndarray]] = []
+        for c in range(chains):
+            blocks = self.r.lrange(keys.live_blocks(record["id"], c), 0, -1)
+            arrays = [unpack(b) for b in blocks]
+            arrays = [a for a in arrays if a and next(iter(a.values())).shape[0] > 0]
+            if not arrays:
+                return None
+            per_chain.append({k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]})
+        n = min(next(iter(c.values())).shape[0] for c in per_chain)
+        if n < 4:
+            return None
+        divergences = int(sum(c["stat.diverging"].sum() for c in per_chain))
+        posterior = {k: np.stack([c[k][:n] for c in per_chain]) for k in per_chain[0] if not k.startswith("stat.")}
+        return Diagnostics(draws_per_chain=n, divergences=divergences, **convergence(posterior))
+
+    # -- cancel, delete ---------------------------------------------------------------------------
+
+    def cancel(self, tenant: str, job_id: str) -> dict[str, str]:
+        record = self.get(tenant, job_id)
+        if record["state"] in ("queued", "running"):
+            self.finish(job_id, "cancelled", "cancelled by request")
+            record = self.get(tenant, job_id)
+        return record
+
+    def delete(self, tenant: str, job_id: str) -> None:
+        record = self.get(tenant, job_id)
+        if record["state"] in ("queued", "running"):
+            self.finish(job_id, "cancelled", "deleted")
+        self.r.delete(*keys.job_keys(job_id, int(record["chains"])))
+        self.r.zrem(keys.tenant_jobs(tenant), job_id)
+
+    def finish(self, job_id: str, state: str, error: str | None = None) -> bool:
+        """Move a job to a terminal state once; start its retention clock. False if it already ended."""
+        key = keys.job(job_id)
+        with self.r.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    current = _text(pipe.hget(key, "state"))
+                    if current is None or current in TERMINAL:
+                        pipe.unwatch()
+                        return False
+                    chains = int(_text(pipe.hget(key, "chains")) or 0)
+                    pipe.multi()
+                    mapping = {"state": state, "finished_at": repr(time.time())}
+                    if error:
+                        mapping["error"] = error
+                    pipe.hset(key, mapping=mapping)
+                    for k in keys.job_keys(job_id, chains):
+                        pipe.expire(k, self.settings.retention_seconds)
+                    pipe.execute()
+                    return True
+                except Exception as exc:  # WatchError: someone else changed the state; look again
+                    if type(exc).__name__ != "WatchError":
+                        raise
+
+    # -- results ----------------------------------------------------------------------------------
+
+    def result(self, tenant: str, job_id: str, field: str) -> bytes:
+        record = self.get(tenant, job_id)
+        value = self.r.hget(keys.result(job_id), field)
+        if value is None and record["state"] == "running" and self.assemble(job_id):
+            value = self.r.hget(keys.result(job_id), field)
+        if value is None:
+            raise ConflictError(f"job {job_id} is {record['state']}; results exist once it has succeeded")
+        return bytes(value)
+
+    def model_of(self, record: dict[str, str]) -> tuple[Model, SamplerSettings]:
+        model, _ = parse_job({"model": json.loads(record["model"])})
+        return model, SamplerSettings.model_validate_json(record["sampler"])
+
+    def assemble(self, job_id: str) -> bool:
+        """Build InferenceData + summary once all chains are stored; idempotent, whichever process calls."""
+        record = self._record(job_id)
+        if record is None or record["state"] in TERMINAL:
+            return False
+        chains = int(record["chains"])
+        blobs = self.r.mget([keys.chain_draws(job_id, c) for c in range(chains)])
+        if any(b is None for b in blobs):
+            return False
+        if not self.r.set(keys.assembling(job_id), "1", nx=True, ex=keys.ASSEMBLE_LOCK_SECONDS):
+            return False
+        try:
+            from service.results import summary, to_inference_data, write_netcdf
+
+            model, settings = self.model_of(record)
+            per_chain = [unpack(bytes(b)) for b in blobs]  # type: ignore[arg-type]
+            draws = {k: np.stack([c[k] for c in per_chain]) for k in per_chain[0] if not k.startswith("stat.")}
+            stats = {k[5:]: np.stack([c[k] for c in per_chain]) for k in per_chain[0] if k.startswith("stat.")}
+            idata = to_inference_data(model, draws, stats, attrs={"job": job_id, "seed": int(record["seed"]),
+                                                                  "max_tree_depth": settings.max_tree_depth})
+            result = summary(idata)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "fit.nc"
+                write_netcdf(idata, path)
+                netcdf = path.read_bytes()
+            self.r.hset(keys.result(job_id), mapping={"netcdf": netcdf, "summary": json.dumps(result),
+                                                      "draws": pack({**draws})})
+            self.finish(job_id, "succeeded")
+            return True
+        finally:
+            self.r.delete(keys.assembling(job_id))
+
+
+def convergence(posterior: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """max R-hat and min bulk/tail ESS over every element, as ArviZ computes them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        dataset = az.convert_to_dataset(posterior)
+        rhat = az.rhat(dataset)
+        bulk = az.ess(dataset, method="bulk")
+        tail = az.ess(dataset, method="tail")
+
+    def extreme(ds: Any, fn: Any) -> float | None:
+        values = np.concatenate([np.ravel(ds[v].values) for v in ds.data_vars]) if ds.data_vars else np.array([])
+        values = values[np.isfinite(values)]
+        return float(fn(values)) if values.size else None
+
+    return {"max_rhat": extreme(rhat, np.max), "min_ess_bulk": extreme(bulk, np.min),
+            "min_ess_tail": extreme(tail, np.min)}
+
+
+def check_size(length: int | None, settings: Settings) -> None:
+    if length is not None and length > settings.max_request_bytes:
+        raise LimitError(f"request body is {length} bytes; the limit is {settings.max_request_bytes}")

@@ -1,0 +1,55 @@
+"""Every Redis key chainyard uses, and their lifetimes. Nobody else spells a key (arq's constants.py)."""
+
+from __future__ import annotations
+
+PREFIX = "cy"
+
+TASKS = f"{PREFIX}:tasks"
+"""Stream of chain tasks {job, chain}; consumer group GROUP; one entry per chain."""
+GROUP = "workers"
+
+
+def job(job_id: str) -> str:
+    """Hash: the job record (tenant, state, request, seed, times, error)."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def tenant_jobs(tenant: str) -> str:
+    """Sorted set: a tenant's job ids by submission time."""
+    return f"{PREFIX}:jobs:{tenant}"
+
+
+def chain(job_id: str, chain_index: int) -> str:
+    """Hash: one chain's progress (phase, iteration, of, divergences, step_size, worker, attempts)."""
+    return f"{PREFIX}:chain:{job_id}:{chain_index}"
+
+
+def live_blocks(job_id: str, chain_index: int) -> str:
+    """List: npz blocks of the draws so far, for live diagnostics; reset when a chain restarts."""
+    return f"{PREFIX}:live:{job_id}:{chain_index}"
+
+
+def chain_draws(job_id: str, chain_index: int) -> str:
+    """String: the finished chain's draws and stats (npz). Written before its task is acknowledged."""
+    return f"{PREFIX}:draws:{job_id}:{chain_index}"
+
+
+def result(job_id: str) -> str:
+    """Hash: netcdf (bytes) and summary (JSON) of the finished job."""
+    return f"{PREFIX}:result:{job_id}"
+
+
+def assembling(job_id: str) -> str:
+    """String lock: one process assembles a job's result."""
+    return f"{PREFIX}:assembling:{job_id}"
+
+
+def job_keys(job_id: str, chains: int) -> list[str]:
+    """Every key of one job (for delete and retention)."""
+    keys = [job(job_id), result(job_id), assembling(job_id)]
+    for c in range(chains):
+        keys += [chain(job_id, c), live_blocks(job_id, c), chain_draws(job_id, c)]
+    return keys
+
+
+ASSEMBLE_LOCK_SECONDS = 120

