@@ -1,5 +1,6 @@
 # Two entry points the README promises; both set up .venv on first use.
-#   make run    fit examples/eight_schools.yaml and print its summary
+#   make run    start the local stack (Redis, API, 2 workers), submit examples/eight_schools.yaml,
+#               watch it, print its summary, shut down
 #   make test   lint, type-check and run the whole test suite (what CI runs)
 
 PYTHON ?= python3
@@ -15,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 run: $(BIN)/.installed
-	$(BIN)/chainyard run examples/eight_schools.yaml
+	$(BIN)/chainyard up --workers 2 --port 8765 --data-dir .chainyard --submit examples/eight_schools.yaml
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -14,8 +14,9 @@ class Settings(BaseSettings):
 
     # engine
     compile_cache_dir: Path | None = Field(
-        default_factory=lambda: Path.home() / ".cache" / "chainyard" / "jax",
-        description="JAX persistent compilation cache; a restarted process skips compiling.",
+        None,
+        description="JAX persistent compilation cache; a restarted process skips compiling. Default: "
+        "~/.cache/chainyard/jax for `chainyard run`, <data_dir>/jax-cache on a worker's volume.",
     )
     block_seconds: float = Field(1.0, gt=0, description="Target wall time of one sampling block.")
     max_block: int = Field(1000, ge=1, le=100_000, description="Most iterations in one block.")

@@ -6,6 +6,7 @@ nothing here imports JAX. Keys come from `service.keys`.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import io
 import json
@@ -227,6 +228,55 @@ class JobStore:
                 except Exception as exc:  # WatchError: someone else changed the state; look again
                     if type(exc).__name__ != "WatchError":
                         raise
+
+    # -- worker side: every write is guarded by the job's existence, so a deleted job stays deleted --
+
+    _REPORT = """
+    local state = redis.call('HGET', KEYS[1], 'state')
+    if not state then return false end
+    redis.call('RPUSH', KEYS[3], ARGV[1])
+    redis.call('HSET', KEYS[2], 'phase', ARGV[2], 'iteration', ARGV[3], 'of', ARGV[4], 'divergences', ARGV[5],
+               'step_size', ARGV[6])
+    return state
+    """
+    _RESET = """
+    if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+    redis.call('DEL', KEYS[2])
+    for i = 1, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
+    return 1
+    """
+    _SAVE = """
+    if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+    redis.call('SET', KEYS[3], ARGV[1])
+    redis.call('HSET', KEYS[2], 'phase', 'done')
+    return 1
+    """
+    _ATTEMPT = """
+    if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+    redis.call('HSET', KEYS[2], 'worker', ARGV[1])
+    return redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+    """
+
+    def start_attempt(self, job_id: str, chain: int, worker: str) -> int | None:
+        """Count an attempt at a chain; None if the job is gone."""
+        n = self.r.eval(self._ATTEMPT, 2, keys.job(job_id), keys.chain(job_id, chain), worker)
+        return int(n) if n is not None else None
+
+    def reset_live(self, job_id: str, chain: int, blobs: builtins.list[bytes]) -> None:
+        """A chain (re)starts: its live blocks are those restored from its checkpoint."""
+        self.r.eval(self._RESET, 2, keys.job(job_id), keys.live_blocks(job_id, chain), *blobs)
+
+    def report_block(self, job_id: str, chain: int, blob: bytes, *, phase: str, iteration: int, of: int,
+                     divergences: int, step_size: float) -> str | None:
+        """Push a block's draws and the chain's progress; returns the job's state (None: deleted)."""
+        state = self.r.eval(self._REPORT, 3, keys.job(job_id), keys.chain(job_id, chain),
+                            keys.live_blocks(job_id, chain), blob, phase, iteration, of, divergences, step_size)
+        return _text(state) if state else None
+
+    def save_chain(self, job_id: str, chain: int, blob: bytes) -> bool:
+        """Store a finished chain's draws (before its task is acknowledged)."""
+        return bool(self.r.eval(self._SAVE, 3, keys.job(job_id), keys.chain(job_id, chain),
+                                keys.chain_draws(job_id, chain), blob))
 
     # -- results ----------------------------------------------------------------------------------
 

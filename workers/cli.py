@@ -68,7 +68,7 @@ def run(
     from workers.jaxsetup import configure
 
     config = Settings()
-    configure(config.compile_cache_dir)
+    configure(config.compile_cache_dir or Path.home() / ".cache" / "chainyard" / "jax")
 
     from service.results import summary, to_inference_data, write_netcdf
     from workers.engine import Engine

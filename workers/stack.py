@@ -54,12 +54,17 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a child that logs to `log` and dies with this process."""
+    with open(log, "ab") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+
+
 def start_redis(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"]
-    proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                            preexec_fn=_die_with_parent)
+    proc = spawn(cmd, log)
     redis = Redis(port=port)
     deadline = time.monotonic() + 20
     while True:
@@ -118,13 +123,11 @@ class Stack:
     def start_api(self) -> None:
         cmd = [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory", "--host", "127.0.0.1",
                "--port", str(self.port), "--log-level", "warning"]
-        self.api = subprocess.Popen(cmd, env=self.env(), stdout=open(self.logs / "api.log", "ab"),  # noqa: SIM115
-                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        self.api = spawn(cmd, self.logs / "api.log", self.env())
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "workers", "--name", name, "--data-dir", str(self.data_dir / name)]
-        proc = subprocess.Popen(cmd, env=self.env(), stdout=open(self.logs / f"{name}.log", "ab"),  # noqa: SIM115
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        proc = spawn(cmd, self.logs / f"{name}.log", self.env())
         self.worker_procs[name] = proc
         return proc
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from service import keys
@@ -68,9 +69,13 @@ class Worker:
         ensure_group(self.r)
         log.info("worker %s serving (data dir %s)", self.name, self.data_dir)
         while not self.shutdown.is_set():
-            task = self.next_task()
-            if task is not None:
-                self.handle(*task)
+            try:
+                task = self.next_task()
+                if task is not None:
+                    self.handle(*task)
+            except RedisConnectionError as exc:  # Redis restarting: the task stays pending; resume later
+                log.warning("redis unavailable (%s); retrying", exc)
+                self.shutdown.wait(1.0)
 
     def request_shutdown(self, *_: Any) -> None:
         """SIGTERM/SIGINT: stop after the current block (whose checkpoint is written)."""
@@ -118,7 +123,10 @@ class Worker:
         if record is None or record["state"] in TERMINAL:
             self._done(entry_id, job_id, chain)
             return
-        attempts = self.r.hincrby(keys.chain(job_id, chain), "attempts", 1)
+        attempts = self.store.start_attempt(job_id, chain, self.name)
+        if attempts is None:
+            self._done(entry_id, job_id, chain)
+            return
         if attempts > self.settings.max_attempts:
             last = self.r.hget(keys.chain(job_id, chain), "error")
             reason = last.decode() if isinstance(last, bytes) else "unknown error"
@@ -126,7 +134,6 @@ class Worker:
             self._done(entry_id, job_id, chain)
             return
         self._mark_running(job_id)
-        self.r.hset(keys.chain(job_id, chain), mapping={"worker": self.name})
         model, settings = self.store.model_of(record)
         seed = int(record["seed"])
         fingerprint = job_fingerprint(model, settings, seed)
@@ -139,23 +146,15 @@ class Worker:
         ended: list[str] = []  # why the chain was stopped: cancelled, timeout
 
         def on_start(draws: list[dict[str, np.ndarray]], stats: list[dict[str, np.ndarray]]) -> None:
-            live = keys.live_blocks(job_id, chain)
-            pipe = self.r.pipeline()
-            pipe.delete(live)
-            for d, s in zip(draws, stats, strict=True):
-                pipe.rpush(live, _block_blob(d, s))
-            pipe.execute()
+            self.store.reset_live(job_id, chain, [_block_blob(d, s) for d, s in zip(draws, stats, strict=True)])
 
         def on_block(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray], p: Progress) -> None:
-            pipe = self.r.pipeline()
-            pipe.rpush(keys.live_blocks(job_id, chain), _block_blob(draws, stats))
-            pipe.hset(keys.chain(job_id, chain), mapping={"phase": p.phase, "iteration": p.iteration, "of": p.of,
-                                                          "divergences": p.divergences, "step_size": p.step_size})
-            pipe.hget(keys.job(job_id), "state")
+            state = self.store.report_block(job_id, chain, _block_blob(draws, stats), phase=p.phase,
+                                            iteration=p.iteration, of=p.of, divergences=p.divergences,
+                                            step_size=p.step_size)
             # refresh this worker's claim on the task, so a long chain is not taken for abandoned
-            pipe.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id], justid=True)
-            state = pipe.execute()[2]
-            if state is None or state.decode() in TERMINAL:
+            self.r.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id], justid=True)
+            if state is None or state in TERMINAL:
                 ended.append("cancelled")
                 stop.set()
             elif time.time() > deadline:
@@ -178,6 +177,8 @@ class Worker:
             self.store.finish(job_id, "failed", f"chain {chain}: {exc}")
             self._done(entry_id, job_id, chain)
             return
+        except RedisConnectionError:
+            raise
         except Exception as exc:  # retried from the checkpoint until max_attempts
             log.exception("chain %s/%s failed", job_id, chain)
             self.r.hset(keys.chain(job_id, chain), mapping={"error": f"{type(exc).__name__}: {exc}"})
@@ -186,13 +187,10 @@ class Worker:
         finally:
             self.busy = False
             self._chain_stop = None
-        blob = _block_blob(result.draws, result.stats)
-        pipe = self.r.pipeline()
-        pipe.set(keys.chain_draws(job_id, chain), blob)
-        pipe.hset(keys.chain(job_id, chain), mapping={"phase": "done"})
-        pipe.execute()
+        saved = self.store.save_chain(job_id, chain, _block_blob(result.draws, result.stats))
         self._done(entry_id, job_id, chain)
-        self.store.assemble(job_id)
+        if saved:
+            self.store.assemble(job_id)
 
     def _mark_running(self, job_id: str) -> None:
         key = keys.job(job_id)
@@ -228,7 +226,7 @@ def main(name: str | None = None, data_dir: Path | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
     from workers.jaxsetup import configure
 
-    configure(data_dir / "jax-cache")
+    configure(settings.compile_cache_dir or data_dir / "jax-cache")
     redis = Redis.from_url(settings.redis_url)
     engine = Engine(block_seconds=settings.block_seconds, max_block=settings.max_block, threads=1)
     worker = Worker(settings=settings, redis=redis, name=name, data_dir=data_dir, engine=engine)
