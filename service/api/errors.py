@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from service.exceptions import AuthError, ConflictError, LimitError, NotFoundError, SpecError
@@ -43,6 +44,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(LimitError)
     async def too_large(request: Request, exc: LimitError) -> JSONResponse:
         return error(413, "too_large", str(exc))
+
+    @app.exception_handler(RedisError)
+    async def unavailable(request: Request, exc: RedisError) -> JSONResponse:
+        return error(503, "unavailable", "the job store (Redis) is unavailable; retry shortly")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
