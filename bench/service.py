@@ -3,12 +3,18 @@
     .venv/bin/python bench/service.py [--repeats 3] [--jobs 100] [--out bench/results]
 
 Runs a real local stack (Redis, uvicorn API, 2 worker processes) with warm workers
-(each model fitted once before timing). "Local" is `Engine().run` in this process
-(what `chainyard run` does), also warm, with the same seeds: the draws are checked
+(each model fitted once before timing). "Local" is what `chainyard run` does in this
+process (fit, InferenceData, summary), also warm, with the same seeds: the draws are checked
 equal, so both did the same work. Medians of `--repeats`.
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# run as `python bench/service.py`, this file would shadow the `service` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
 import json
@@ -19,7 +25,6 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +33,7 @@ from redis import Redis
 from service import keys
 from service.client import Client
 from service.jobs import unpack
+from service.results import summary, to_inference_data
 from service.sampler import parse_job
 from service.spec.loader import load_file
 from workers.stack import Stack, free_port
@@ -83,8 +89,9 @@ def main() -> None:
                     assert wait(redis, job["id"]) == "succeeded"
                     service_wall = time.perf_counter() - started
                     model, settings = parse_job(doc)
-                    started = time.perf_counter()
+                    started = time.perf_counter()  # what `chainyard run FILE` does: fit, InferenceData, summary
                     fit = Engine().run(model, settings)
+                    summary(to_inference_data(model, fit.draws, fit.stats))
                     local_wall = time.perf_counter() - started
                     got = unpack(redis.hget(keys.result(job["id"]), "draws"))
                     identical &= all(np.array_equal(got[k], fit.draws[k]) for k in fit.draws)
