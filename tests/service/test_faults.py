@@ -138,3 +138,26 @@ def test_redis_and_api_restarted_mid_job(one_worker: Stack) -> None:
         done = finished(client, job["id"])
     assert done["state"] == "succeeded"
     assert_identical(service_draws(redis, job["id"]), reference(doc))
+
+
+def test_sigterm_checkpoints_and_exits_then_resumes(one_worker: Stack) -> None:
+    redis = Redis.from_url(one_worker.redis_url)
+    doc = job_doc(34)
+    with Client(one_worker.url, TOKENS["alice"]) as client:
+        job = client.submit(doc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and iteration(redis, job["id"], 0) < 200:
+            time.sleep(0.005)
+        worker = one_worker.worker_procs["worker-0"]
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        assert time.monotonic() - started < 10  # one block and a checkpoint, not the whole chain
+        stopped_at = iteration(redis, job["id"], 0)
+        assert stopped_at < WARMUP + DRAWS and client.get(job["id"])["state"] == "running"
+        checkpoints = list((one_worker.data_dir / "worker-0" / "jobs" / job["id"]).glob("chain-0/block-*.npz"))
+        assert checkpoints
+        one_worker.start_worker("worker-0")
+        done = finished(client, job["id"])
+    assert done["state"] == "succeeded"
+    assert_identical(service_draws(redis, job["id"]), reference(doc))
