@@ -54,16 +54,21 @@ def iteration(redis: Redis, job_id: str, chain: int) -> int:
     return int(value or 0)
 
 
-def kill_when(redis: Redis, job_id: str, proc: subprocess.Popen[bytes], condition: Any, timeout: float = 120) -> None:
+def wait_until(redis: Redis, job_id: str, condition: Any, timeout: float = 120) -> list[int]:
+    """Poll both chains' iterations until `condition(iterations)` holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         its = [iteration(redis, job_id, c) for c in (0, 1)]
         if condition(its):
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return
+            return its
         time.sleep(0.005)
-    raise AssertionError(f"kill point not reached: {its}")
+    raise AssertionError(f"never reached: {its}")
+
+
+def kill_when(redis: Redis, job_id: str, proc: subprocess.Popen[bytes], condition: Any) -> None:
+    wait_until(redis, job_id, condition)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 @pytest.fixture
@@ -100,9 +105,7 @@ def test_worker_gone_for_good_is_replaced_after_the_visibility_timeout(tmp_path:
         with Client(stack.url, TOKENS["alice"]) as client:
             job = client.submit(doc)
             # wait until both chains run, then kill the worker of chain 0 for good
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and min(iteration(redis, job["id"], c) for c in (0, 1)) < 100:
-                time.sleep(0.005)
+            wait_until(redis, job["id"], lambda its: min(its) >= 100)
             victim = redis.hget(keys.chain(job["id"], 0), "worker").decode()
             stack.worker_procs[victim].send_signal(signal.SIGKILL)
             stack.worker_procs[victim].wait()
@@ -119,9 +122,7 @@ def test_redis_and_api_restarted_mid_job(one_worker: Stack) -> None:
     doc = job_doc(33)
     with Client(one_worker.url, TOKENS["alice"]) as client:
         job = client.submit(doc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and iteration(redis, job["id"], 0) < 300:
-            time.sleep(0.005)
+        wait_until(redis, job["id"], lambda its: its[0] >= 300)
         # Redis goes down (AOF flushed on shutdown) and comes back on the same port and files
         assert one_worker.redis is not None
         one_worker.redis.send_signal(signal.SIGTERM)
@@ -145,9 +146,7 @@ def test_sigterm_checkpoints_and_exits_then_resumes(one_worker: Stack) -> None:
     doc = job_doc(34)
     with Client(one_worker.url, TOKENS["alice"]) as client:
         job = client.submit(doc)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and iteration(redis, job["id"], 0) < 200:
-            time.sleep(0.005)
+        wait_until(redis, job["id"], lambda its: its[0] >= 200)
         worker = one_worker.worker_procs["worker-0"]
         started = time.monotonic()
         worker.send_signal(signal.SIGTERM)
