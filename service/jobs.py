@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from redis import Redis
+from redis.exceptions import WatchError
 
 from service import keys
 from service.config import Settings
@@ -225,9 +226,8 @@ class JobStore:
                         pipe.expire(k, self.settings.retention_seconds)
                     pipe.execute()
                     return True
-                except Exception as exc:  # WatchError: someone else changed the state; look again
-                    if type(exc).__name__ != "WatchError":
-                        raise
+                except WatchError:  # someone else changed the state meanwhile; look again
+                    continue
 
     # -- worker side: every write is guarded by the job's existence, so a deleted job stays deleted --
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import ResponseError, WatchError
 
 from service import keys
 from service.config import Settings
@@ -203,9 +203,8 @@ class Worker:
                     pipe.execute()
                 else:
                     pipe.unwatch()
-            except Exception as exc:  # WatchError: a concurrent cancel or another chain started it
-                if type(exc).__name__ != "WatchError":
-                    raise
+            except WatchError:  # a concurrent cancel, or another chain started it
+                pass
 
     def _done(self, entry_id: str, job_id: str, chain: int) -> None:
         """Acknowledge the task and drop this chain's checkpoints (its draws are in Redis or not needed)."""
