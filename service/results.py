@@ -74,7 +74,7 @@ def summary(idata: Any) -> dict[str, Any]:
     if divergences:
         n = int(diverging.size)
         notes.append(f"{divergences} of {n} transitions after warmup diverged; consider a higher target_accept "
-                        "or a non-centered parameterization")
+                        "or reparameterizing (noncentered group effects)")
     if chains < 2:
         notes.append("R-hat needs at least 2 chains; convergence was not checked")
     bad_rhat = [r["variable"] for r in rows if r["r_hat"] is not None and r["r_hat"] >= RHAT_MAX]
