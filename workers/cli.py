@@ -194,9 +194,6 @@ def main() -> None:
         sys.exit(1)
 
 
-if __name__ == "__main__":
-    main()
-
 
 # -- service verbs ------------------------------------------------------------------------------------
 
@@ -393,3 +390,7 @@ def _events(client: Any, job_id: str, bars: Any, tasks: dict[int, Any]) -> Any:
                     tasks[c["chain"]] = bars.add_task("", total=c["of"], chain=c["chain"], phase=c["phase"], div=0)
                 bars.update(tasks[c["chain"]], completed=c["iteration"], phase=c["phase"], div=c["divergences"])
         yield event, data
+
+
+if __name__ == "__main__":
+    main()
