@@ -160,3 +160,17 @@ def test_sigterm_checkpoints_and_exits_then_resumes(one_worker: Stack) -> None:
         done = finished(client, job["id"])
     assert done["state"] == "succeeded"
     assert_identical(service_draws(redis, job["id"]), reference(doc))
+
+
+def test_job_timeout_fails_the_job_at_a_block_boundary(tmp_path: Path, compile_cache: Path) -> None:
+    stack = make_stack(tmp_path, compile_cache, workers=1, CHAINYARD_JOB_TIMEOUT_SECONDS="3")
+    stack.start()
+    try:
+        with Client(stack.url, TOKENS["alice"]) as client:
+            job = client.submit({"model": load_file(EXAMPLES / "eight_schools.yaml"),
+                                 "sampler": {"chains": 1, "warmup": 100, "draws": 200_000, "seed": 35}})
+            done = finished(client, job["id"], timeout=60)
+        assert done["state"] == "failed" and "timed out after 3 s" in done["error"]
+        assert done["chains"][0]["iteration"] < 100 + 200_000
+    finally:
+        stack.stop()
