@@ -136,11 +136,7 @@ class _progress:  # noqa: N801 - used like a function in `with`
     def __enter__(self) -> Any:
         if not self.show:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bars = Progress(TextColumn("chain {task.fields[chain]}"), BarColumn(), MofNCompleteColumn(),
-                             TextColumn("{task.fields[phase]:<8} div {task.fields[div]}"), TimeElapsedColumn(),
-                             console=self.console)
+        self.bars = _chain_bars(self.console)
         total = self.settings.warmup + self.settings.draws
         self.tasks = [self.bars.add_task("", total=total, chain=c, phase="starting", div=0)
                       for c in range(self.settings.chains)]
@@ -156,6 +152,15 @@ class _progress:  # noqa: N801 - used like a function in `with`
     def __exit__(self, *exc: object) -> None:
         if self.show:
             self.bars.stop()
+
+
+def _chain_bars(console: Console) -> Any:
+    """One progress bar per chain: iteration of total, phase, divergences (hidden off a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("chain {task.fields[chain]}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[phase]:<8} div {task.fields[div]}"), TimeElapsedColumn(),
+                    console=console, disable=not console.is_terminal)
 
 
 def _print_summary(console: Console, result: dict[str, Any]) -> None:
@@ -360,12 +365,8 @@ def _load_document(file: Path) -> Any:
 
 def _watch(client: Any, job_id: str) -> str:
     """Progress bars from the event stream; then the summary (or the error). Returns the final state."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     console = Console() if sys.stdout.isatty() else Console(width=160)
-    bars = Progress(TextColumn("chain {task.fields[chain]}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[phase]:<8} div {task.fields[div]}"), TimeElapsedColumn(),
-                    console=console, disable=not console.is_terminal)
+    bars = _chain_bars(console)
     tasks: dict[int, Any] = {}
     state = "queued"
     with bars:
