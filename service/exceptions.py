@@ -50,7 +50,3 @@ class ConflictError(ChainyardError):
 
 class AuthError(ChainyardError):
     """Missing or unknown bearer token."""
-
-
-class LimitError(ChainyardError):
-    """A request over a configured size limit."""

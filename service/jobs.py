@@ -23,7 +23,7 @@ from redis.exceptions import WatchError
 
 from service import keys
 from service.config import Settings
-from service.exceptions import ConflictError, LimitError, NotFoundError, Problem, SpecError
+from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
 from service.sampler import SamplerSettings, parse_job
 from service.schemas import TERMINAL, ChainProgress, Diagnostics, JobCreate, JobList, JobPublic
 from service.spec.ir import Model
@@ -345,7 +345,3 @@ def convergence(posterior: dict[str, np.ndarray]) -> dict[str, float | None]:
     return {"max_rhat": extreme(rhat, np.max), "min_ess_bulk": extreme(bulk, np.min),
             "min_ess_tail": extreme(tail, np.min)}
 
-
-def check_size(length: int | None, settings: Settings) -> None:
-    if length is not None and length > settings.max_request_bytes:
-        raise LimitError(f"request body is {length} bytes; the limit is {settings.max_request_bytes}")

@@ -47,6 +47,10 @@ STAT_NAMES = ("diverging", "n_steps", "tree_depth", "step_size", "energy", "lp",
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
 """Bound on one block's output buffer; big models get shorter blocks."""
 PROGRAM_CACHE_SIZE = 16
+NO_VALID_START = (
+    "initialization failed: log density is -inf (or its gradient not finite) at every tried point; "
+    "check priors against the data and the init strategy"
+)
 
 _INIT_STRATEGIES = {
     "uniform": init_to_uniform,
@@ -140,10 +144,7 @@ class Program:
                 self._build(key_init, data)
         state, valid = self._init(key_init, key_state, data)
         if not bool(valid):
-            raise InitializationError(
-                "initialization failed: log density is -inf (or its gradient not finite) at every tried "
-                "point; check priors against the data and the init strategy"
-            )
+            raise InitializationError(NO_VALID_START)
         leaves, treedef = jax.tree_util.tree_flatten(state)
         self.treedef = treedef
         return self.restore([np.asarray(leaf) for leaf in leaves])
@@ -155,10 +156,7 @@ class Program:
                                     init_strategy=self.init_strategy)
         except RuntimeError as exc:
             if "valid initial" in str(exc):
-                raise InitializationError(
-                    "initialization failed: log density is -inf (or its gradient not finite) at every tried "
-                    "point; check priors against the data and the init strategy"
-                ) from None
+                raise InitializationError(NO_VALID_START) from None
             raise
         except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
             raise InitializationError(f"initialization failed: {exc}") from None

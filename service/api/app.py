@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import FastAPI
 from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,10 +67,9 @@ class _TooLarge(Exception):  # noqa: N818 - control flow
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    import json
+    response = errors.error(413, "too_large", f"request body over {limit} bytes")
+    await response({"type": "http"}, _no_body, send)
 
-    body: dict[str, Any] = {"error": {"code": "too_large", "message": f"request body over {limit} bytes",
-                                      "details": []}}
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-from service.exceptions import AuthError, ConflictError, LimitError, NotFoundError, SpecError
+from service.exceptions import AuthError, ConflictError, NotFoundError, SpecError
 
 
 def error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
@@ -40,10 +40,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
         return error(401, "unauthorized", str(exc))
-
-    @app.exception_handler(LimitError)
-    async def too_large(request: Request, exc: LimitError) -> JSONResponse:
-        return error(413, "too_large", str(exc))
 
     @app.exception_handler(RedisError)
     async def unavailable(request: Request, exc: RedisError) -> JSONResponse:

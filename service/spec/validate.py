@@ -382,7 +382,7 @@ class _Validator:
         nodes: list[Param | Define] = []
         total = 0
         for draft in ordered:
-            node = self._param_ir(draft, checker, coords) if isinstance(draft, _ParamDraft) else \
+            node = self._param_ir(draft, checker, coords, data) if isinstance(draft, _ParamDraft) else \
                 self._define_ir(draft, checker, coords)
             if node is None:
                 symbols[draft.name] = Symbol("param" if isinstance(draft, _ParamDraft) else "define", None)
@@ -422,14 +422,15 @@ class _Validator:
             return None
         return Model(data=data, coords=coords, nodes=tuple(nodes), observes=tuple(obs))
 
-    def _param_ir(self, draft: _ParamDraft, checker: ShapeChecker, coords: dict[str, list[Any]]) -> Param | None:
+    def _param_ir(self, draft: _ParamDraft, checker: ShapeChecker, coords: dict[str, list[Any]],
+                  data: dict[str, np.ndarray]) -> Param | None:
         if draft.dist is None:
             return None
         if draft.dist.info.discrete:
             self.problem(draft.dist.path, f"{draft.dist.name} is discrete; NUTS samples continuous params only "
                                           "(observe discrete data, or marginalise discrete unknowns)")
             return None
-        resolved = self._dist_shape(draft.dist, checker, checker_data(checker))
+        resolved = self._dist_shape(draft.dist, checker, data)
         ok, declared = self._declared_shape(draft.dims, draft.shape, draft.path, coords, checker)
         if resolved is None or not ok:
             return None
@@ -571,11 +572,8 @@ class _Validator:
                     message = "must not exceed total_count"
             case "category":
                 arg = dist.args.get("probs", dist.args.get("logits"))
-                k = ShapeChecker({n: Symbol("data", v.shape, v) for n, v in data.items()})
-                try:
-                    size = k.shape(arg)[-1] if arg is not None and isinstance(arg, Name) and arg.id in data else None
-                except (ShapeError, IndexError):
-                    size = None
+                probs = data.get(arg.id) if isinstance(arg, Name) else None
+                size = probs.shape[-1] if probs is not None and probs.ndim else None
                 if size is not None and np.any(values >= size):
                     message = f"must be category indices in [0, {size})"
         if message:
@@ -587,10 +585,6 @@ _CONSTRAINT_TEXT = {
     "unit": "between 0 and 1",
     "nonnegative_int": "a non-negative integer",
 }
-
-
-def checker_data(checker: ShapeChecker) -> dict[str, np.ndarray]:
-    return {n: s.values for n, s in checker.symbols.items() if s.kind == "data" and s.values is not None}
 
 
 def _known_values(node: Node, data: dict[str, np.ndarray]) -> np.ndarray | None:
