@@ -16,6 +16,7 @@ and the job timeout stop a chain at its next block boundary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import signal
@@ -152,8 +153,6 @@ class Worker:
             state = self.store.report_block(job_id, chain, _block_blob(draws, stats), phase=p.phase,
                                             iteration=p.iteration, of=p.of, divergences=p.divergences,
                                             step_size=p.step_size)
-            # refresh this worker's claim on the task, so a long chain is not taken for abandoned
-            self.r.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id], justid=True)
             if state is None or state in TERMINAL:
                 ended.append("cancelled")
                 stop.set()
@@ -162,6 +161,7 @@ class Worker:
                 stop.set()
 
         self.busy = True
+        heartbeat = self._keep_claimed(entry_id)
         try:
             result = self.engine.run_chain(model, settings, seed=seed, chain=chain, store=ChainStore(root, chain),
                                            fingerprint=fingerprint, stop=stop, on_block=on_block, on_start=on_start)
@@ -185,12 +185,30 @@ class Worker:
             time.sleep(0.5)
             return
         finally:
+            heartbeat.set()
             self.busy = False
             self._chain_stop = None
         saved = self.store.save_chain(job_id, chain, _block_blob(result.draws, result.stats))
         self._done(entry_id, job_id, chain)
         if saved:
             self.store.assemble(job_id)
+
+    def _keep_claimed(self, entry_id: str) -> threading.Event:
+        """Refresh this worker's claim on a task a few times per visibility timeout while its chain runs,
+        so that no other worker takes it for abandoned, even during a long first compile. Set to stop."""
+        done = threading.Event()
+        interval = self.settings.visibility_timeout / 4
+
+        def beat() -> None:
+            while True:
+                with contextlib.suppress(RedisConnectionError):
+                    self.r.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id],
+                                  justid=True)
+                if done.wait(interval):
+                    return
+
+        threading.Thread(target=beat, name=f"claim-{entry_id}", daemon=True).start()
+        return done
 
     def _mark_running(self, job_id: str) -> None:
         key = keys.job(job_id)
