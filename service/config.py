@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     max_iterations_per_job: int = Field(20_000_000, ge=1, description="chains x (warmup + draws) at most.")
     max_attempts: int = Field(3, ge=1, description="Failures of one chain before its job fails.")
 
+    # metrics
+    metrics_port: int = Field(9400, ge=0, le=65535, description="Worker: port of its Prometheus /metrics (0: none).")
+    diagnostics_interval: float = Field(5.0, gt=0, description="Live R-hat/ESS of a running job are recomputed at "
+                                        "most this often (seconds); Prometheus sees them at most this late.")
+    metrics_linger_seconds: float = Field(600.0, ge=0, description="A finished job's per-job series are exported "
+                                          "this long after it ends (alerts on final R-hat need a few scrapes).")
+
     # worker
     worker_name: str = Field(default_factory=socket.gethostname, description="Stable identity (the pod name).")
     data_dir: Path = Field(Path("chainyard-data"), description="Worker volume: checkpoints and compile cache.")

@@ -13,7 +13,6 @@ import json
 import secrets
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +20,12 @@ import numpy as np
 from redis import Redis
 from redis.exceptions import WatchError
 
-from service import keys
+from service import keys, metrics
 from service.config import Settings
 from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
+from service.live import LiveDiagnostics
 from service.sampler import SamplerSettings, parse_job
-from service.schemas import TERMINAL, ChainProgress, Diagnostics, JobCreate, JobList, JobPublic
+from service.schemas import STATES, TERMINAL, ChainProgress, Diagnostics, JobCreate, JobList, JobPublic
 from service.spec.ir import Model
 
 
@@ -49,6 +49,8 @@ class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.r: Any = redis  # redis-py's annotations do not follow decode_responses
         self.settings = settings
+        self.live = LiveDiagnostics(redis, interval=settings.diagnostics_interval,
+                                    linger=settings.metrics_linger_seconds)
 
     # -- submit -----------------------------------------------------------------------------------
 
@@ -89,6 +91,7 @@ class JobStore:
         pipe = self.r.pipeline()
         pipe.hset(keys.job(job_id), mapping=record)
         pipe.zadd(keys.tenant_jobs(tenant), {job_id: now})
+        pipe.zadd(keys.jobs_in_state("queued"), {job_id: "+inf"})
         for c in range(settings.chains):
             pipe.hset(keys.chain(job_id, c), mapping={"phase": "queued", "iteration": 0,
                                                       "of": settings.warmup + settings.draws, "divergences": 0,
@@ -172,22 +175,8 @@ class JobStore:
         return JobList(jobs=jobs, total=matched, offset=offset, limit=limit)
 
     def diagnostics(self, record: dict[str, str]) -> Diagnostics | None:
-        """R-hat, ESS and divergences of the draws so far (live blocks), or of the result."""
-        chains = int(record["chains"])
-        per_chain: list[dict[str, np.ndarray]] = []
-        for c in range(chains):
-            blocks = self.r.lrange(keys.live_blocks(record["id"], c), 0, -1)
-            arrays = [unpack(b) for b in blocks]
-            arrays = [a for a in arrays if a and next(iter(a.values())).shape[0] > 0]
-            if not arrays:
-                return None
-            per_chain.append({k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]})
-        n = min(next(iter(c.values())).shape[0] for c in per_chain)
-        if n < 4:
-            return None
-        divergences = int(sum(c["stat.diverging"].sum() for c in per_chain))
-        posterior = {k: np.stack([c[k][:n] for c in per_chain]) for k in per_chain[0] if not k.startswith("stat.")}
-        return Diagnostics(draws_per_chain=n, divergences=divergences, **convergence(posterior))
+        """R-hat, ESS and divergences of the draws so far, as last refreshed (see service.live)."""
+        return self.live.public(record["id"])
 
     # -- cancel, delete ---------------------------------------------------------------------------
 
@@ -202,8 +191,30 @@ class JobStore:
         record = self.get(tenant, job_id)
         if record["state"] in ("queued", "running"):
             self.finish(job_id, "cancelled", "deleted")
-        self.r.delete(*keys.job_keys(job_id, int(record["chains"])))
-        self.r.zrem(keys.tenant_jobs(tenant), job_id)
+        pipe = self.r.pipeline()
+        pipe.delete(*keys.job_keys(job_id, int(record["chains"])))
+        pipe.zrem(keys.tenant_jobs(tenant), job_id)
+        pipe.zrem(keys.DIAGNOSTICS_INDEX, job_id)
+        for state in STATES:
+            pipe.zrem(keys.jobs_in_state(state), job_id)
+        pipe.execute()
+
+    def mark_running(self, job_id: str) -> None:
+        """The first chain of a queued job started."""
+        key = keys.job(job_id)
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.hget(key, "state") == b"queued":
+                    pipe.multi()
+                    pipe.hset(key, mapping={"state": "running", "started_at": repr(time.time())})
+                    pipe.zrem(keys.jobs_in_state("queued"), job_id)
+                    pipe.zadd(keys.jobs_in_state("running"), {job_id: "+inf"})
+                    pipe.execute()
+                else:
+                    pipe.unwatch()
+            except WatchError:  # a concurrent cancel, or another chain started it
+                pass
 
     def finish(self, job_id: str, state: str, error: str | None = None) -> bool:
         """Move a job to a terminal state once; start its retention clock. False if it already ended."""
@@ -217,17 +228,24 @@ class JobStore:
                         pipe.unwatch()
                         return False
                     chains = int(_text(pipe.hget(key, "chains")) or 0)
+                    created = float(_text(pipe.hget(key, "created_at")) or 0)
+                    now = time.time()
                     pipe.multi()
-                    mapping = {"state": state, "finished_at": repr(time.time())}
+                    mapping = {"state": state, "finished_at": repr(now)}
                     if error:
                         mapping["error"] = error
                     pipe.hset(key, mapping=mapping)
                     for k in keys.job_keys(job_id, chains):
                         pipe.expire(k, self.settings.retention_seconds)
+                    pipe.zrem(keys.jobs_in_state(current), job_id)
+                    pipe.zadd(keys.jobs_in_state(state), {job_id: now + self.settings.retention_seconds})
                     pipe.execute()
-                    return True
+                    break
                 except WatchError:  # someone else changed the state meanwhile; look again
                     continue
+        metrics.JOB_DURATION.labels(outcome=state).observe(max(0.0, now - created))
+        self.live.end(job_id, state)
+        return True
 
     # -- worker side: every write is guarded by the job's existence, so a deleted job stays deleted --
 
@@ -314,6 +332,7 @@ class JobStore:
             idata = to_inference_data(model, draws, stats, attrs={"job": job_id, "seed": int(record["seed"]),
                                                                   "max_tree_depth": settings.max_tree_depth})
             result = summary(idata)
+            self.live.finalize(record, draws, stats["diverging"], "succeeded")
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "fit.nc"
                 write_netcdf(idata, path)
@@ -324,24 +343,3 @@ class JobStore:
             return True
         finally:
             self.r.delete(keys.assembling(job_id))
-
-
-def convergence(posterior: dict[str, np.ndarray]) -> dict[str, float | None]:
-    """max R-hat and min bulk/tail ESS over every element, as ArviZ computes them."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import arviz as az
-
-        dataset = az.convert_to_dataset(posterior)
-        rhat = az.rhat(dataset)
-        bulk = az.ess(dataset, method="bulk")
-        tail = az.ess(dataset, method="tail")
-
-    def extreme(ds: Any, fn: Any) -> float | None:
-        values = np.concatenate([np.ravel(ds[v].values) for v in ds.data_vars]) if ds.data_vars else np.array([])
-        values = values[np.isfinite(values)]
-        return float(fn(values)) if values.size else None
-
-    return {"max_rhat": extreme(rhat, np.max), "min_ess_bulk": extreme(bulk, np.min),
-            "min_ess_tail": extreme(tail, np.min)}
-

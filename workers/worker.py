@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, WatchError
+from redis.exceptions import ResponseError
 
-from service import keys
+from service import keys, metrics
 from service.config import Settings
 from service.exceptions import InitializationError, StopRequested
 from service.jobs import JobStore, pack
@@ -42,6 +42,9 @@ from workers.engine import Engine, Progress, job_fingerprint
 log = logging.getLogger("chainyard.worker")
 
 Task = tuple[str, str, int]  # stream entry id, job id, chain
+
+HEARTBEAT_SECONDS = 5.0
+"""How often an idle worker records that it is alive (service.metrics.WORKER_ALIVE_SECONDS counts it)."""
 
 
 def ensure_group(redis: Redis) -> None:
@@ -62,21 +65,33 @@ class Worker:
         self.store = JobStore(redis, settings)
         self.shutdown = threading.Event()
         self._chain_stop: threading.Event | None = None
-        self.busy = False
+        self.busy = metrics.WORKER_BUSY.labels(worker=name)
+        self.busy.set(0)
+        self._last_beat = 0.0
+        self._refresh = _Refresher(self.store)
 
     # -- loop -------------------------------------------------------------------------------------
 
     def run(self) -> None:
         ensure_group(self.r)
         log.info("worker %s serving (data dir %s)", self.name, self.data_dir)
+        self._refresh.start()
         while not self.shutdown.is_set():
             try:
+                self.heartbeat()
                 task = self.next_task()
                 if task is not None:
                     self.handle(*task)
             except RedisConnectionError as exc:  # Redis restarting: the task stays pending; resume later
                 log.warning("redis unavailable (%s); retrying", exc)
                 self.shutdown.wait(1.0)
+
+    def heartbeat(self) -> None:
+        """Tell Redis this worker is alive (counted by chainyard_workers), at most every few seconds."""
+        now = time.time()
+        if now - self._last_beat > HEARTBEAT_SECONDS:
+            self.r.zadd(keys.WORKERS, {self.name: now})
+            self._last_beat = now
 
     def request_shutdown(self, *_: Any) -> None:
         """SIGTERM/SIGINT: stop after the current block (whose checkpoint is written)."""
@@ -134,7 +149,7 @@ class Worker:
             self.store.finish(job_id, "failed", f"chain {chain} failed {attempts - 1} times: {reason}")
             self._done(entry_id, job_id, chain)
             return
-        self._mark_running(job_id)
+        self.store.mark_running(job_id)
         model, settings = self.store.model_of(record)
         seed = int(record["seed"])
         fingerprint = job_fingerprint(model, settings, seed)
@@ -153,6 +168,10 @@ class Worker:
             state = self.store.report_block(job_id, chain, _block_blob(draws, stats), phase=p.phase,
                                             iteration=p.iteration, of=p.of, divergences=p.divergences,
                                             step_size=p.step_size)
+            metrics.CHAIN_ITERATIONS.labels(phase="warmup").inc(p.block_warmup)
+            metrics.CHAIN_ITERATIONS.labels(phase="sampling").inc(p.block_sampling)
+            metrics.GRADIENT_EVALUATIONS.inc(p.block_gradients)
+            self._refresh.request(job_id)
             if state is None or state in TERMINAL:
                 ended.append("cancelled")
                 stop.set()
@@ -160,7 +179,7 @@ class Worker:
                 ended.append("timeout")
                 stop.set()
 
-        self.busy = True
+        self.busy.set(1)
         heartbeat = self._keep_claimed(entry_id)
         try:
             result = self.engine.run_chain(model, settings, seed=seed, chain=chain, store=ChainStore(root, chain),
@@ -186,7 +205,7 @@ class Worker:
             return
         finally:
             heartbeat.set()
-            self.busy = False
+            self.busy.set(0)
             self._chain_stop = None
         saved = self.store.save_chain(job_id, chain, _block_blob(result.draws, result.stats))
         self._done(entry_id, job_id, chain)
@@ -202,6 +221,7 @@ class Worker:
         def beat() -> None:
             while True:
                 with contextlib.suppress(RedisConnectionError):
+                    self.r.zadd(keys.WORKERS, {self.name: time.time()})
                     self.r.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id],
                                   justid=True)
                 if done.wait(interval):
@@ -210,24 +230,44 @@ class Worker:
         threading.Thread(target=beat, name=f"claim-{entry_id}", daemon=True).start()
         return done
 
-    def _mark_running(self, job_id: str) -> None:
-        key = keys.job(job_id)
-        with self.r.pipeline() as pipe:
-            try:
-                pipe.watch(key)
-                if pipe.hget(key, "state") == b"queued":
-                    pipe.multi()
-                    pipe.hset(key, mapping={"state": "running", "started_at": repr(time.time())})
-                    pipe.execute()
-                else:
-                    pipe.unwatch()
-            except WatchError:  # a concurrent cancel, or another chain started it
-                pass
-
     def _done(self, entry_id: str, job_id: str, chain: int) -> None:
         """Acknowledge the task and drop this chain's checkpoints (its draws are in Redis or not needed)."""
         self.r.xack(keys.TASKS, keys.GROUP, entry_id)
         shutil.rmtree(self.data_dir / "jobs" / job_id / f"chain-{chain}", ignore_errors=True)
+
+
+class _Refresher:
+    """Recomputes the live figures of the jobs whose chains report blocks, off the sampling thread, at
+    most once per interval per job across all workers (service.live)."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.jobs: set[str] = set()
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._loop, name="diagnostics", daemon=True).start()
+
+    def request(self, job_id: str) -> None:
+        with self.lock:
+            self.jobs.add(job_id)
+        self.wake.set()
+
+    def _loop(self) -> None:
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            with self.lock:
+                jobs, self.jobs = self.jobs, set()
+            for job_id in jobs:
+                try:
+                    if self.store.live.due(job_id):
+                        record = self.store.record(job_id)
+                        if record is not None and record["state"] not in TERMINAL:
+                            self.store.live.refresh(record)
+                except Exception:  # a figure is late, the chain goes on; logged for the operator
+                    log.exception("live diagnostics of %s failed", job_id)
 
 
 def _block_blob(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray]) -> bytes:
@@ -245,6 +285,15 @@ def main(name: str | None = None, data_dir: Path | None = None) -> None:
 
     configure(settings.compile_cache_dir or data_dir / "jax-cache")
     redis = Redis.from_url(settings.redis_url)
+    if settings.metrics_port:
+        from prometheus_client import REGISTRY, start_http_server
+
+        REGISTRY.register(metrics.ClusterCollector(redis))
+        try:
+            start_http_server(settings.metrics_port)
+            log.info("metrics on :%d/metrics", settings.metrics_port)
+        except OSError as exc:  # chains matter more than their metrics
+            log.error("no metrics: cannot listen on port %d: %s", settings.metrics_port, exc)
     engine = Engine(block_seconds=settings.block_seconds, max_block=settings.max_block, threads=1)
     worker = Worker(settings=settings, redis=redis, name=name, data_dir=data_dir, engine=engine)
     worker.install_signals()

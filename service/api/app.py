@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -10,6 +11,7 @@ from service.api import errors, health, jobs, models
 from service.api.deps import load_tokens
 from service.config import Settings
 from service.jobs import JobStore
+from service.metrics import ClusterCollector, HttpMetrics
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -24,10 +26,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = tokens
     app.state.redis = redis
     app.state.store = JobStore(redis, settings)
+    app.state.cluster_metrics = CollectorRegistry(auto_describe=False)
+    app.state.cluster_metrics.register(ClusterCollector(redis))
     errors.install(app)
     for router in (jobs.router, models.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(HttpMetrics)  # outermost: counts 413s too
     return app
 
 

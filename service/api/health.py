@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
 
 router = APIRouter(tags=["health"])
@@ -25,5 +25,7 @@ def readyz(request: Request, response: Response) -> dict[str, str]:
 
 
 @router.get("/metrics")
-def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+def metrics(request: Request) -> Response:
+    """This process's metrics, then the cluster-wide ones (empty unless this process holds the lease)."""
+    body = generate_latest(REGISTRY) + generate_latest(request.app.state.cluster_metrics)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,197 @@
+"""Live convergence of a job: R-hat, bulk/tail ESS and divergences of the draws so far, as ArviZ computes them.
+
+The figures are computed from the chains' live blocks at most once per refresh interval per job, by
+whichever process reports a block first (a Redis key with a TTL decides), and stored in one hash per job.
+The API's job resource and the Prometheus exporter only read that hash, so every reader sees the same
+numbers and a big job is not recomputed per request. ArviZ needs chains of equal length: the figures cover
+the first n draws of every chain that has at least MIN_DRAWS, n being the shortest of those; divergences
+count every post-warmup draw so far. Once the job ends the hash is final (a late live refresh cannot
+overwrite it) and it is exported for `metrics_linger_seconds` more.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from service import keys
+from service.schemas import Diagnostics
+
+MIN_DRAWS = 4
+"""ArviZ's split R-hat needs a few draws per chain; fewer and no figures exist yet."""
+
+_STORE = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'ended') == '1' and ARGV[1] == '0' then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+"""Write a job's figures unless the job is gone, or it ended and this is a live (not final) refresh."""
+
+_DUE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[1]) then return 1 end
+return 0
+"""
+"""One refresh per interval and job, and none for a deleted job (no key outlives its job)."""
+
+_END = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'ended', '1', 'outcome', ARGV[2])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[1], ARGV[3])
+return 1
+"""
+
+
+def convergence(posterior: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """max R-hat and min bulk/tail ESS over every element (arrays shaped chain x draw x ...), by ArviZ."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        dataset = az.convert_to_dataset(posterior)
+        rhat = az.rhat(dataset)
+        bulk = az.ess(dataset, method="bulk")
+        tail = az.ess(dataset, method="tail")
+
+    def extreme(ds: Any, fn: Any) -> float | None:
+        values = np.concatenate([np.ravel(ds[v].values) for v in ds.data_vars]) if ds.data_vars else np.array([])
+        values = values[np.isfinite(values)]
+        return float(fn(values)) if values.size else None
+
+    return {"max_rhat": extreme(rhat, np.max), "min_ess_bulk": extreme(bulk, np.min),
+            "min_ess_tail": extreme(tail, np.min)}
+
+
+def figures(per_chain: list[dict[str, np.ndarray] | None]) -> dict[str, Any] | None:
+    """Figures of the chains' draws so far (None for a chain without draws); None before MIN_DRAWS."""
+    used = [c for c, arrays in enumerate(per_chain) if arrays is not None and _length(arrays) >= MIN_DRAWS]
+    if not used:
+        return None
+    chains = [a for a in per_chain if a is not None and _length(a) >= MIN_DRAWS]
+    n = min(_length(a) for a in chains)
+    posterior = {k: np.stack([a[k][:n] for a in chains]) for k in chains[0] if not k.startswith("stat.")}
+    divergences = int(sum(a["stat.diverging"].sum() for a in per_chain if a is not None and "stat.diverging" in a))
+    return {"chains": used, "draws_per_chain": n, "divergences": divergences, **convergence(posterior)}
+
+
+def _length(arrays: dict[str, np.ndarray]) -> int:
+    return int(next(iter(arrays.values())).shape[0]) if arrays else 0
+
+
+class LiveDiagnostics:
+    """Reads, refreshes and ends the per-job figures in Redis."""
+
+    def __init__(self, redis: Any, *, interval: float, linger: float) -> None:
+        self.r = redis
+        self.interval = interval
+        self.linger = linger
+
+    def due(self, job_id: str) -> bool:
+        """True for one caller per interval and job (the caller then refreshes)."""
+        return bool(self.r.eval(_DUE, 2, keys.job(job_id), keys.diagnostics_due(job_id),
+                                max(1, int(self.interval * 1000))))
+
+    def refresh(self, record: dict[str, str]) -> dict[str, Any] | None:
+        """Recompute from the live blocks and store; the stored figures (None before any draws)."""
+        job_id, chains = record["id"], int(record["chains"])
+        pipe = self.r.pipeline()
+        for c in range(chains):
+            pipe.lrange(keys.live_blocks(job_id, c), 0, -1)
+            pipe.hget(keys.chain(job_id, c), "iteration")
+        replies = pipe.execute()
+        per_chain = [_concat(replies[2 * c]) for c in range(chains)]
+        done = sum(int(replies[2 * c + 1] or 0) for c in range(chains))
+        progress = done / (chains * int(record["iterations"]))
+        return self._store(record, figures(per_chain), progress, final=False)
+
+    def finalize(self, record: dict[str, str], draws: dict[str, np.ndarray], diverging: np.ndarray,
+                 outcome: str) -> None:
+        """The figures of a finished job's complete draws (chain x draw arrays)."""
+        per_chain: list[dict[str, np.ndarray] | None] = [
+            {**{k: v[c] for k, v in draws.items()}, "stat.diverging": diverging[c]} for c in range(diverging.shape[0])]
+        self._store(record, figures(per_chain), 1.0, final=True, outcome=outcome)
+
+    def end(self, job_id: str, outcome: str) -> None:
+        """A job ended without complete draws (failed, cancelled): keep its last figures a while, marked."""
+        self.r.eval(_END, 2, keys.diagnostics(job_id), keys.DIAGNOSTICS_INDEX, repr(time.time() + self.linger),
+                    outcome, job_id)
+
+    def _store(self, record: dict[str, str], found: dict[str, Any] | None, progress: float, *, final: bool,
+               outcome: str = "") -> dict[str, Any] | None:
+        job_id = record["id"]
+        fields: dict[str, Any] = {"job": job_id, "model": model_label(record), "progress": progress,
+                                  "updated_at": time.time(), "ended": "1" if final else "0", "outcome": outcome}
+        if found is not None:
+            fields.update({k: json.dumps(v) for k, v in found.items()})
+        score = repr(time.time() + self.linger) if final else "+inf"
+        flat = [x for kv in fields.items() for x in (kv[0], kv[1] if isinstance(kv[1], str) else repr(kv[1]))]
+        self.r.eval(_STORE, 3, keys.diagnostics(job_id), keys.DIAGNOSTICS_INDEX, keys.job(job_id),
+                    "1" if final else "0", score, job_id, *flat)
+        return found
+
+    def read(self, job_id: str) -> dict[str, str] | None:
+        raw = self.r.hgetall(keys.diagnostics(job_id))
+        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+
+    def public(self, job_id: str) -> Diagnostics | None:
+        stored = self.read(job_id)
+        if stored is None or "draws_per_chain" not in stored:
+            return None
+        return Diagnostics(chains=json.loads(stored["chains"]), draws_per_chain=int(stored["draws_per_chain"]),
+                           divergences=int(stored["divergences"]), max_rhat=_number(stored["max_rhat"]),
+                           min_ess_bulk=_number(stored["min_ess_bulk"]), min_ess_tail=_number(stored["min_ess_tail"]),
+                           updated_at=float(stored["updated_at"]))
+
+    def exported(self) -> list[dict[str, str]]:
+        """The figures of every job to export now; drops those past their linger time."""
+        self.r.zremrangebyscore(keys.DIAGNOSTICS_INDEX, "-inf", time.time())
+        ids = [_text(i) for i in self.r.zrange(keys.DIAGNOSTICS_INDEX, 0, -1)]
+        pipe = self.r.pipeline()
+        for job_id in ids:
+            pipe.hgetall(keys.diagnostics(job_id))
+        out = []
+        for job_id, raw in zip(ids, pipe.execute(), strict=True):
+            if raw:
+                out.append({_text(k): _text(v) for k, v in raw.items()})
+            else:  # deleted or expired with its job
+                self.r.zrem(keys.DIAGNOSTICS_INDEX, job_id)
+        return out
+
+
+def model_label(record: dict[str, str]) -> str:
+    """The `model` label: the spec's name, else the job's name, else 'unnamed' (bounded length)."""
+    try:
+        name = json.loads(record["model"]).get("name")
+    except (ValueError, AttributeError):
+        name = None
+    return str(name or record.get("name") or "unnamed")[:100]
+
+
+def _concat(blobs: list[bytes]) -> dict[str, np.ndarray] | None:
+    arrays = []
+    for blob in blobs:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            block = {k: npz[k] for k in npz.files}
+        if block and _length(block) > 0:
+            arrays.append(block)
+    if not arrays:
+        return None
+    return {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+
+
+def _number(text: str) -> float | None:
+    value = json.loads(text)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
