@@ -63,6 +63,7 @@ _PER_JOB = (
     ("chainyard_job_divergences", "divergences", "Divergent transitions after warmup so far, all chains."),
     ("chainyard_job_draws", "draws_per_chain", "Draws per chain the convergence figures are computed from."),
 )
+_CHAINS_HELP = "Chains in the convergence figures (those with draws; all of them once the job ends)."
 
 
 class ClusterCollector(Collector):
@@ -146,15 +147,19 @@ class ClusterCollector(Collector):
                                      labels=["job", "model"])
         ended = GaugeMetricFamily("chainyard_job_ended", "1 once the job ended (its figures are final), else 0.",
                                   labels=["job", "model", "outcome"])
+        chains = GaugeMetricFamily("chainyard_job_chains", _CHAINS_HELP, labels=["job", "model"])
         for fig in stored:
             labels = [fig["job"], fig["model"]]
             progress.add_metric(labels, float(fig["progress"]))
+            if "chains" in fig:
+                chains.add_metric(labels, float(len(json.loads(fig["chains"]))))
             ended.add_metric([*labels, fig.get("outcome") or "running"], 1.0 if fig.get("ended") == "1" else 0.0)
             for field, family in families.items():
                 value = json.loads(fig[field]) if field in fig else None
                 if value is not None:
                     family.add_metric(labels, float(value))
         yield from families.values()
+        yield chains
         yield progress
         yield ended
 

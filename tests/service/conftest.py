@@ -16,7 +16,8 @@ from workers.stack import Stack, free_port
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob"}
 
 
-def make_stack(root: Path, compile_cache: Path, *, workers: int = 2, **env: str) -> Stack:
+def make_stack(root: Path, compile_cache: Path, *, workers: int = 2, prometheus_port: int | None = None,
+               **env: str) -> Stack:
     extra = {
         "CHAINYARD_TOKENS": ",".join(f"{t}:{tenant}" for tenant, t in TOKENS.items()),
         "CHAINYARD_COMPILE_CACHE_DIR": str(compile_cache),
@@ -25,7 +26,8 @@ def make_stack(root: Path, compile_cache: Path, *, workers: int = 2, **env: str)
         "CHAINYARD_VISIBILITY_TIMEOUT": "4",
         **env,
     }
-    return Stack(data_dir=root, port=free_port(), workers=workers, token=TOKENS["alice"], extra_env=extra)
+    return Stack(data_dir=root, port=free_port(), workers=workers, token=TOKENS["alice"], extra_env=extra,
+                 prometheus_port=prometheus_port, scrape_interval="1s")
 
 
 @pytest.fixture(scope="module")

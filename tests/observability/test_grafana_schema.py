@@ -1,8 +1,4 @@
-"""Tests for validate.py: real-world exports pass, broken variants fail.
-
-Not under the project's `testpaths`; run with
-    .venv/bin/python -m pytest tools/grafana-schema -q
-"""
+"""The Grafana schema check itself (tools/grafana-schema): real-world exports pass, broken variants fail."""
 
 from __future__ import annotations
 
@@ -16,9 +12,10 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from validate import validate_dashboard  # noqa: E402
+from tests.observability.tooling import ROOT, grafana
+
+HERE = ROOT / "tools" / "grafana-schema"
+validate_dashboard = grafana.validate_dashboard
 
 EXPORTED = json.loads((HERE / "testdata" / "exported_dashboard.json").read_text())
 EXTERNAL = json.loads((HERE / "testdata" / "external_export_dashboard.json").read_text())
