@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test test-quick lint bench
+.PHONY: run test test-quick lint bench generated
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,9 @@ test-quick: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
+
+# files generated from others (tests check each is current): dashboard JSON, k8s/ manifests, chart README table
+generated: $(BIN)/.installed
+	$(BIN)/python tools/dashboard.py
+	$(BIN)/python tools/deploy/render_k8s.py
+	$(BIN)/python tools/deploy/chart_readme.py

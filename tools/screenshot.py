@@ -9,6 +9,7 @@ headless Chromium at the graph page.
 from __future__ import annotations
 
 import copy
+import secrets
 import shutil
 import subprocess
 import sys
@@ -33,13 +34,14 @@ def main(out: Path) -> None:
     if chromium is None:
         raise SystemExit("chromium is not installed (apt-get install chromium)")
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(data_dir=Path(tmp), port=free_port(), workers=2, token="screenshot",
+        token = secrets.token_urlsafe(16)
+        stack = Stack(data_dir=Path(tmp), port=free_port(), workers=2, token=token,
                       prometheus_port=free_port(), scrape_interval="1s",
                       extra_env={"CHAINYARD_DIAGNOSTICS_INTERVAL": "0.5", "CHAINYARD_MAX_BLOCK": "50",
                                  "CHAINYARD_BLOCK_SECONDS": "0.05"})
         stack.start()
         try:
-            client = Client(stack.url, "screenshot")
+            client = Client(stack.url, token)
             hard = copy.deepcopy(yaml.safe_load((ROOT / "examples" / "eight_schools.yaml").read_text()))
             hard["params"]["theta"] = {"dist": "Normal(mu, tau)", "dims": ["school"]}
             hard["name"] = "eight_schools_centered"

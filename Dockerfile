@@ -1,0 +1,47 @@
+# chainyard: one image, three commands: `api`, `worker`, `refit` (ENTRYPOINT is the `chainyard` console script).
+# Dependencies come from the hash-pinned locks (tools/deploy/lock.sh) and are installed before the code is
+# copied, so a code change rebuilds only the last layers. Nothing secret goes into the image: API tokens and
+# Redis URLs arrive at run time (a mounted Secret, CHAINYARD_* variables). Build: docker build -t chainyard .
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+COPY requirements.lock requirements-build.lock ./
+RUN python -m venv /opt/build \
+    && /opt/build/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements-build.lock \
+    && python -m venv /opt/chainyard \
+    && /opt/chainyard/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
+# chainyard's own wheel, built offline with the locked backend; its dependencies are already installed
+COPY pyproject.toml README.md ./
+COPY service ./service
+COPY workers ./workers
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && /opt/chainyard/bin/pip install --no-cache-dir --no-deps --no-index --find-links /wheels chainyard==0.1.0
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="chainyard" \
+      org.opencontainers.image.description="Bayesian inference (NUTS) as a service: api, worker, refit" \
+      org.opencontainers.image.licenses="Apache-2.0"
+# a fixed numeric non-root user, so Kubernetes can check runAsNonRoot; /data is the worker volume
+RUN groupadd --system --gid 10001 chainyard \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /home/chainyard --create-home \
+       --shell /usr/sbin/nologin chainyard \
+    && mkdir /data \
+    && chown 10001:10001 /data
+COPY --from=build /opt/chainyard /opt/chainyard
+# CHAINYARD_DATA_DIR holds checkpoints and, unless CHAINYARD_COMPILE_CACHE_DIR says otherwise, the JAX
+# compile cache (/data/jax-cache). MPLCONFIGDIR: ArviZ imports matplotlib, which wants a writable directory.
+ENV PATH=/opt/chainyard/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CHAINYARD_DATA_DIR=/data \
+    MPLCONFIGDIR=/tmp/matplotlib
+USER 10001:10001
+WORKDIR /home/chainyard
+VOLUME ["/data"]
+# 8000: the API (chainyard api --port); 9400: a worker's Prometheus metrics (CHAINYARD_METRICS_PORT)
+EXPOSE 8000 9400
+ENTRYPOINT ["chainyard"]
+CMD ["api", "--host", "0.0.0.0", "--port", "8000"]
