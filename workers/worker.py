@@ -274,6 +274,33 @@ def _block_blob(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray]) -> b
     return pack({**draws, **{f"stat.{k}": v for k, v in stats.items()}})
 
 
+def serve_metrics(port: int) -> None:
+    """/metrics (Prometheus) and /healthz (liveness: answers without Redis, whose outages a worker waits out,
+    and without renewing the metrics lease, which only scrapes should hold) on a daemon thread."""
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    exposition = make_wsgi_app()
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("PATH_INFO") == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok\n"]
+        return exposition(environ, start_response)
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server("", port, app, Server, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+
+
 def main(name: str | None = None, data_dir: Path | None = None) -> None:
     """`python -m workers` / `chainyard worker`: serve until SIGTERM."""
     settings = Settings()
@@ -286,12 +313,12 @@ def main(name: str | None = None, data_dir: Path | None = None) -> None:
     configure(settings.compile_cache_dir or data_dir / "jax-cache")
     redis = Redis.from_url(settings.redis_url)
     if settings.metrics_port:
-        from prometheus_client import REGISTRY, start_http_server
+        from prometheus_client import REGISTRY
 
         REGISTRY.register(metrics.ClusterCollector(redis))
         try:
-            start_http_server(settings.metrics_port)
-            log.info("metrics on :%d/metrics", settings.metrics_port)
+            serve_metrics(settings.metrics_port)
+            log.info("metrics on :%d/metrics, liveness on /healthz", settings.metrics_port)
         except OSError as exc:  # chains matter more than their metrics
             log.error("no metrics: cannot listen on port %d: %s", settings.metrics_port, exc)
     engine = Engine(block_seconds=settings.block_seconds, max_block=settings.max_block, threads=1)
