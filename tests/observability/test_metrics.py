@@ -265,3 +265,18 @@ def _http_count(text: str, route: str, status: str) -> float:
                     and s.labels["status"] == status and s.labels["method"] == "GET"):
                 return s.value
     return 0.0
+
+
+def test_an_expensive_refresh_postpones_the_next_one(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refreshes keep to CPU_SHARE of a core: one that cost c seconds is next due after c / CPU_SHARE."""
+    import service.live
+
+    monkeypatch.setattr(service.live, "CPU_SHARE", 1e-4)  # any refresh is 'expensive'
+    record = running_job(redis, "jcost", chains=1, iterations=100)
+    push_chain(redis, "jcost", 0, {"mu": np.arange(50.0)}, np.zeros(50, bool))
+    live = LiveDiagnostics(redis, interval=0.2, linger=60)
+    assert live.due("jcost")
+    live.refresh(record)
+    assert redis.pttl(keys.diagnostics_due("jcost")) > 1000  # far beyond the 0.2 s interval
+    time.sleep(0.3)
+    assert not live.due("jcost")
