@@ -332,7 +332,7 @@ class JobStore:
             idata = to_inference_data(model, draws, stats, attrs={"job": job_id, "seed": int(record["seed"]),
                                                                   "max_tree_depth": settings.max_tree_depth})
             result = summary(idata)
-            self.live.finalize(record, draws, stats["diverging"], "succeeded")
+            self.live.finalize(record, result["totals"], "succeeded")
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "fit.nc"
                 write_netcdf(idata, path)

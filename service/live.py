@@ -123,12 +123,13 @@ class LiveDiagnostics:
             self.r.pexpire(keys.diagnostics_due(job_id), int(1000 * cost / CPU_SHARE))
         return found
 
-    def finalize(self, record: dict[str, str], draws: dict[str, np.ndarray], diverging: np.ndarray,
-                 outcome: str) -> None:
-        """The figures of a finished job's complete draws (chain x draw arrays)."""
-        per_chain: list[dict[str, np.ndarray] | None] = [
-            {**{k: v[c] for k, v in draws.items()}, "stat.diverging": diverging[c]} for c in range(diverging.shape[0])]
-        self._store(record, figures(per_chain), 1.0, final=True, outcome=outcome)
+    def finalize(self, record: dict[str, str], totals: dict[str, Any], outcome: str) -> None:
+        """The figures of a finished job's complete draws, from its summary's totals (ArviZ's summary gives
+        the same numbers bit for bit as az.rhat/az.ess, so they are not computed twice)."""
+        found = {"chains": list(range(int(totals["chains"]))), "draws_per_chain": int(totals["draws_per_chain"]),
+                 "divergences": int(totals["divergences"]),
+                 **{k: totals[k] for k in ("max_rhat", "min_ess_bulk", "min_ess_tail")}}
+        self._store(record, found, 1.0, final=True, outcome=outcome)
 
     def end(self, job_id: str, outcome: str) -> None:
         """A job ended without complete draws (failed, cancelled): keep its last figures a while, marked."""

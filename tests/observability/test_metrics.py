@@ -154,7 +154,14 @@ def test_final_figures_are_not_overwritten_by_a_late_live_refresh_and_vanish_aft
     for c in range(2):
         push_chain(redis, "jend", c, {"mu": full["mu"][c, :20]}, np.zeros(20, bool))
     live = LiveDiagnostics(redis, interval=5, linger=0.5)
-    live.finalize(record, full, np.zeros((2, 50), bool), "succeeded")
+    from service.results import summary
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz as az
+
+        idata = az.from_dict(posterior=full, sample_stats={"diverging": np.zeros((2, 50), bool)})
+    live.finalize(record, summary(idata)["totals"], "succeeded")
     live.refresh(record)  # a worker's refresh that started before the end
     collector = ClusterCollector(redis)
     samples = scrape(collector)
