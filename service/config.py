@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9400, ge=0, le=65535, description="Worker: port of its Prometheus /metrics (0: none).")
     diagnostics_interval: float = Field(5.0, gt=0, description="Live R-hat/ESS of a running job are recomputed at "
                                         "most this often (seconds); Prometheus sees them at most this late.")
+    diagnostics_cpu_share: float = Field(0.05, gt=0, le=1, description="Share of one core a job's live figures "
+                                         "may take: an expensive refresh postpones the next one.")
     metrics_linger_seconds: float = Field(600.0, ge=0, description="A finished job's per-job series are exported "
                                           "this long after it ends (alerts on final R-hat need a few scrapes).")
 

@@ -50,7 +50,7 @@ class JobStore:
         self.r: Any = redis  # redis-py's annotations do not follow decode_responses
         self.settings = settings
         self.live = LiveDiagnostics(redis, interval=settings.diagnostics_interval,
-                                    linger=settings.metrics_linger_seconds)
+                                    linger=settings.metrics_linger_seconds, cpu_share=settings.diagnostics_cpu_share)
 
     # -- submit -----------------------------------------------------------------------------------
 

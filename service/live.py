@@ -27,9 +27,9 @@ MIN_DRAWS = 4
 """ArviZ's split R-hat needs a few draws per chain; fewer and no figures exist yet."""
 
 CPU_SHARE = 0.05
-"""A job's refreshes may take at most this share of one core: a refresh that cost c seconds (ArviZ's cost
-grows with parameters x draws: 0.06 s for eight schools, 0.55 s for 175 parameters x 4000 draws) makes the
-next one due after max(interval, c / CPU_SHARE), e.g. 11 s instead of 5 s for the latter."""
+"""Default share of one core a job's refreshes may take (Settings.diagnostics_cpu_share): a refresh that cost
+c seconds (ArviZ's cost grows with parameters x draws: 0.06 s for eight schools, 0.55 s for 175 parameters x
+4000 draws) makes the next one due after max(interval, c / share), e.g. 11 s instead of 5 s for the latter."""
 
 _STORE = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
@@ -95,10 +95,11 @@ def _length(arrays: dict[str, np.ndarray]) -> int:
 class LiveDiagnostics:
     """Reads, refreshes and ends the per-job figures in Redis."""
 
-    def __init__(self, redis: Any, *, interval: float, linger: float) -> None:
+    def __init__(self, redis: Any, *, interval: float, linger: float, cpu_share: float = CPU_SHARE) -> None:
         self.r = redis
         self.interval = interval
         self.linger = linger
+        self.cpu_share = cpu_share
 
     def due(self, job_id: str) -> bool:
         """True for one caller per interval and job (the caller then refreshes)."""
@@ -119,8 +120,8 @@ class LiveDiagnostics:
         progress = done / (chains * int(record["iterations"]))
         found = self._store(record, figures(per_chain), progress, final=False)
         cost = time.perf_counter() - started
-        if cost / CPU_SHARE > self.interval:
-            self.r.pexpire(keys.diagnostics_due(job_id), int(1000 * cost / CPU_SHARE))
+        if cost / self.cpu_share > self.interval:
+            self.r.pexpire(keys.diagnostics_due(job_id), int(1000 * cost / self.cpu_share))
         return found
 
     def finalize(self, record: dict[str, str], totals: dict[str, Any], outcome: str) -> None:

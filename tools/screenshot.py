@@ -37,7 +37,8 @@ def main(out: Path) -> None:
         token = secrets.token_urlsafe(16)
         stack = Stack(data_dir=Path(tmp), port=free_port(), workers=2, token=token,
                       prometheus_port=free_port(), scrape_interval="1s",
-                      extra_env={"CHAINYARD_DIAGNOSTICS_INTERVAL": "0.5", "CHAINYARD_MAX_BLOCK": "50",
+                      extra_env={"CHAINYARD_DIAGNOSTICS_INTERVAL": "0.5", "CHAINYARD_DIAGNOSTICS_CPU_SHARE": "1",
+                                 "CHAINYARD_MAX_BLOCK": "50",
                                  "CHAINYARD_BLOCK_SECONDS": "0.05"})
         stack.start()
         try:

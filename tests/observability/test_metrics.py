@@ -274,16 +274,19 @@ def _http_count(text: str, route: str, status: str) -> float:
     return 0.0
 
 
-def test_an_expensive_refresh_postpones_the_next_one(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Refreshes keep to CPU_SHARE of a core: one that cost c seconds is next due after c / CPU_SHARE."""
-    import service.live
-
-    monkeypatch.setattr(service.live, "CPU_SHARE", 1e-4)  # any refresh is 'expensive'
+def test_an_expensive_refresh_postpones_the_next_one(redis: Redis) -> None:
+    """Refreshes keep to a share of a core: one that cost c seconds is next due after c / share."""
     record = running_job(redis, "jcost", chains=1, iterations=100)
     push_chain(redis, "jcost", 0, {"mu": np.arange(50.0)}, np.zeros(50, bool))
-    live = LiveDiagnostics(redis, interval=0.2, linger=60)
-    assert live.due("jcost")
-    live.refresh(record)
+    frugal = LiveDiagnostics(redis, interval=0.2, linger=60, cpu_share=1e-4)  # any refresh is 'expensive'
+    assert frugal.due("jcost")
+    frugal.refresh(record)
     assert redis.pttl(keys.diagnostics_due("jcost")) > 1000  # far beyond the 0.2 s interval
     time.sleep(0.3)
-    assert not live.due("jcost")
+    assert not frugal.due("jcost")
+
+    redis.delete(keys.diagnostics_due("jcost"))
+    generous = LiveDiagnostics(redis, interval=0.2, linger=60, cpu_share=1.0)
+    assert generous.due("jcost")
+    generous.refresh(record)
+    assert 0 < redis.pttl(keys.diagnostics_due("jcost")) <= 200  # the interval alone

@@ -89,7 +89,8 @@ def wait_done(client: Client, job_id: str, timeout: float = 300) -> dict[str, An
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, compile_cache: Path) -> Iterator[Run]:
     stack = make_stack(tmp_path_factory.mktemp("monitored"), compile_cache, prometheus_port=free_port(),
-                       CHAINYARD_DIAGNOSTICS_INTERVAL="0.5", CHAINYARD_METRICS_LINGER_SECONDS=str(LINGER))
+                       CHAINYARD_DIAGNOSTICS_INTERVAL="0.5", CHAINYARD_METRICS_LINGER_SECONDS=str(LINGER),
+                       CHAINYARD_DIAGNOSTICS_CPU_SHARE="1")  # refresh as often as the interval allows
     stack.start()
     client = Client(stack.url, TOKENS["alice"])
     try:
