@@ -27,7 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from redis import Redis
 
 from service import keys
-from service.jobs import pack
+from service.codec import pack
 from service.live import CPU_SHARE, LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.sampler import parse_job

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import io
 import json
 import secrets
 import tempfile
@@ -21,6 +20,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 
 from service import keys, metrics
+from service.codec import pack, text, unpack
 from service.config import Settings
 from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
 from service.live import LiveDiagnostics
@@ -29,20 +29,8 @@ from service.schemas import STATES, TERMINAL, ChainProgress, Diagnostics, JobCre
 from service.spec.ir import Model
 
 
-def pack(arrays: dict[str, np.ndarray]) -> bytes:
-    """Arrays -> npz bytes (read back with allow_pickle=False: no code runs)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    return buffer.getvalue()
-
-
-def unpack(blob: bytes) -> dict[str, np.ndarray]:
-    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-        return {k: npz[k] for k in npz.files}
-
-
 def _text(value: bytes | str | None) -> str | None:
-    return value.decode() if isinstance(value, bytes) else value
+    return None if value is None else text(value)
 
 
 class JobStore:

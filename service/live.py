@@ -11,7 +11,6 @@ overwrite it) and it is exported for `metrics_linger_seconds` more.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from service import keys
+from service.codec import text, unpack
 from service.schemas import Diagnostics
 
 MIN_DRAWS = 4
@@ -78,14 +78,14 @@ def convergence(posterior: dict[str, np.ndarray]) -> dict[str, float | None]:
 
 def figures(per_chain: list[dict[str, np.ndarray] | None]) -> dict[str, Any] | None:
     """Figures of the chains' draws so far (None for a chain without draws); None before MIN_DRAWS."""
-    used = [c for c, arrays in enumerate(per_chain) if arrays is not None and _length(arrays) >= MIN_DRAWS]
+    used = {c: a for c, a in enumerate(per_chain) if a is not None and _length(a) >= MIN_DRAWS}
     if not used:
         return None
-    chains = [a for a in per_chain if a is not None and _length(a) >= MIN_DRAWS]
-    n = min(_length(a) for a in chains)
-    posterior = {k: np.stack([a[k][:n] for a in chains]) for k in chains[0] if not k.startswith("stat.")}
+    n = min(map(_length, used.values()))
+    first = next(iter(used.values()))
+    posterior = {k: np.stack([a[k][:n] for a in used.values()]) for k in first if not k.startswith("stat.")}
     divergences = int(sum(a["stat.diverging"].sum() for a in per_chain if a is not None and "stat.diverging" in a))
-    return {"chains": used, "draws_per_chain": n, "divergences": divergences, **convergence(posterior)}
+    return {"chains": list(used), "draws_per_chain": n, "divergences": divergences, **convergence(posterior)}
 
 
 def _length(arrays: dict[str, np.ndarray]) -> int:
@@ -152,7 +152,7 @@ class LiveDiagnostics:
 
     def read(self, job_id: str) -> dict[str, str] | None:
         raw = self.r.hgetall(keys.diagnostics(job_id))
-        return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+        return {text(k): text(v) for k, v in raw.items()} if raw else None
 
     def public(self, job_id: str) -> Diagnostics | None:
         stored = self.read(job_id)
@@ -163,20 +163,21 @@ class LiveDiagnostics:
                            min_ess_bulk=_number(stored["min_ess_bulk"]), min_ess_tail=_number(stored["min_ess_tail"]),
                            updated_at=float(stored["updated_at"]))
 
-    def exported(self) -> list[dict[str, str]]:
-        """The figures of every job to export now; drops those past their linger time."""
-        self.r.zremrangebyscore(keys.DIAGNOSTICS_INDEX, "-inf", time.time())
-        ids = [_text(i) for i in self.r.zrange(keys.DIAGNOSTICS_INDEX, 0, -1)]
-        pipe = self.r.pipeline()
-        for job_id in ids:
-            pipe.hgetall(keys.diagnostics(job_id))
-        out = []
-        for job_id, raw in zip(ids, pipe.execute(), strict=True):
-            if raw:
-                out.append({_text(k): _text(v) for k, v in raw.items()})
-            else:  # deleted or expired with its job
-                self.r.zrem(keys.DIAGNOSTICS_INDEX, job_id)
-        return out
+
+def exported(redis: Any) -> list[dict[str, str]]:
+    """The figures of every job to export now; drops those past their linger time."""
+    redis.zremrangebyscore(keys.DIAGNOSTICS_INDEX, "-inf", time.time())
+    ids = [text(i) for i in redis.zrange(keys.DIAGNOSTICS_INDEX, 0, -1)]
+    pipe = redis.pipeline()
+    for job_id in ids:
+        pipe.hgetall(keys.diagnostics(job_id))
+    out = []
+    for job_id, raw in zip(ids, pipe.execute(), strict=True):
+        if raw:
+            out.append({text(k): text(v) for k, v in raw.items()})
+        else:  # deleted or expired with its job
+            redis.zrem(keys.DIAGNOSTICS_INDEX, job_id)
+    return out
 
 
 def model_label(record: dict[str, str]) -> str:
@@ -189,12 +190,7 @@ def model_label(record: dict[str, str]) -> str:
 
 
 def _concat(blobs: list[bytes]) -> dict[str, np.ndarray] | None:
-    arrays = []
-    for blob in blobs:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
-            block = {k: npz[k] for k in npz.files}
-        if block and _length(block) > 0:
-            arrays.append(block)
+    arrays = [block for block in map(unpack, blobs) if block and _length(block) > 0]
     if not arrays:
         return None
     return {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
@@ -203,7 +199,3 @@ def _concat(blobs: list[bytes]) -> dict[str, np.ndarray] | None:
 def _number(text: str) -> float | None:
     value = json.loads(text)
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

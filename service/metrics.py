@@ -29,8 +29,8 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import keys
-from service.live import LiveDiagnostics
+from service import keys, live
+from service.codec import text
 from service.schemas import STATES
 
 JOB_DURATION = Histogram(
@@ -112,20 +112,20 @@ class ClusterCollector(Collector):
                                 value=pending)
         versions = GaugeMetricFamily("chainyard_prior_version", "Version of each empirical prior.", labels=["prior"])
         for prior, version in sorted(replies[-3].items()):
-            versions.add_metric([_text(prior)], float(version))
+            versions.add_metric([text(prior)], float(version))
         yield versions
         refits = CounterMetricFamily("chainyard_prior_refit", "Refits of each empirical prior, by outcome.",
                                      labels=["prior", "outcome"])
         for key, count in sorted(replies[-2].items()):
-            prior, _, outcome = _text(key).rpartition("|")
+            prior, _, outcome = text(key).rpartition("|")
             refits.add_metric([prior, outcome], float(count))
         yield refits
         last = GaugeMetricFamily("chainyard_prior_last_refit_ok", "1 if the latest refit of a prior succeeded.",
                                  labels=["prior"])
         for prior, outcome in sorted(replies[-1].items()):
-            last.add_metric([_text(prior)], 1.0 if _text(outcome) == "succeeded" else 0.0)
+            last.add_metric([text(prior)], 1.0 if text(outcome) == "succeeded" else 0.0)
         yield last
-        yield from self._per_job(LiveDiagnostics(self.r, interval=1.0, linger=0.0).exported())
+        yield from self._per_job(live.exported(self.r))
 
     def _queue(self) -> tuple[int, int]:
         try:
@@ -133,10 +133,10 @@ class ClusterCollector(Collector):
         except RedisError:  # no stream yet
             return 0, 0
         for group in groups:
-            if _text(group["name"]) == keys.GROUP:
+            if text(group["name"]) == keys.GROUP:
                 lag = group.get("lag")
                 if lag is None:  # Redis cannot tell after deletions: count what lies past the last delivery
-                    lag = len(self.r.xrange(keys.TASKS, "(" + _text(group["last-delivered-id"]), "+"))
+                    lag = len(self.r.xrange(keys.TASKS, "(" + text(group["last-delivered-id"]), "+"))
                 return int(lag), int(group["pending"])
         return int(self.r.xlen(keys.TASKS)), 0
 
@@ -191,7 +191,3 @@ class HttpMetrics:
             template = getattr(route, "path", None) or "unmatched"
             HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
             HTTP_DURATION.labels(scope["method"], template).observe(time.perf_counter() - start)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -82,6 +82,21 @@ def start_redis(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]
             time.sleep(0.05)
 
 
+def wait_http(proc: subprocess.Popen[bytes] | None, url: str, name: str, log: Path, timeout: float) -> None:
+    """Until `url` answers 200; RuntimeError (pointing at the log) if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited; see {log}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{name} did not become ready; see {log}")
+
+
 class Stack:
     """The processes of a local deployment."""
 
@@ -161,17 +176,7 @@ class Stack:
         cmd = [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
                f"--web.listen-address=127.0.0.1:{self.prometheus_port}", "--web.enable-lifecycle"]
         self.prometheus = spawn(cmd, self.logs / "prometheus.log")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.prometheus.poll() is not None:
-                break
-            try:
-                if httpx.get(f"{self.prometheus_url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"prometheus did not become ready; see {self.logs / 'prometheus.log'}")
+        wait_http(self.prometheus, f"{self.prometheus_url}/-/ready", "prometheus", self.logs / "prometheus.log", 30)
 
     def start_api(self) -> None:
         cmd = [sys.executable, "-m", "workers.cli", "api", "--host", "127.0.0.1", "--port", str(self.port),
@@ -187,17 +192,7 @@ class Stack:
         return proc
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.api is not None and self.api.poll() is not None:
-                raise RuntimeError(f"the API exited; see {self.logs / 'api.log'}")
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the API did not become ready; see {self.logs / 'api.log'}")
+        wait_http(self.api, f"{self.url}/readyz", "the API", self.logs / "api.log", timeout)
 
     def stop(self) -> None:
         """Prometheus, then workers (SIGTERM: they checkpoint and exit), then the API, then Redis; kill stragglers."""

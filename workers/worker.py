@@ -32,9 +32,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from service import keys, metrics
+from service.codec import pack
 from service.config import Settings
 from service.exceptions import InitializationError, StopRequested
-from service.jobs import JobStore, pack
+from service.jobs import JobStore
 from service.schemas import TERMINAL
 from workers.checkpoint import ChainStore, claim_directory
 from workers.engine import Engine, Progress, job_fingerprint
@@ -44,7 +45,8 @@ log = logging.getLogger("chainyard.worker")
 Task = tuple[str, str, int]  # stream entry id, job id, chain
 
 HEARTBEAT_SECONDS = 5.0
-"""How often an idle worker records that it is alive (service.metrics.WORKER_ALIVE_SECONDS counts it)."""
+"""How often a worker records that it is alive, from its loop when idle and from the claim thread while a chain
+runs (service.metrics.WORKER_ALIVE_SECONDS counts it)."""
 
 
 def ensure_group(redis: Redis) -> None:
@@ -221,7 +223,7 @@ class Worker:
         def beat() -> None:
             while True:
                 with contextlib.suppress(RedisConnectionError):
-                    self.r.zadd(keys.WORKERS, {self.name: time.time()})
+                    self.heartbeat()
                     self.r.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id],
                                   justid=True)
                 if done.wait(interval):

@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import Store, Tenant
-from service.jobs import unpack
+from service.codec import unpack
 from service.schemas import TERMINAL, ErrorResponse, JobCreate, JobList, JobPublic
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422)}

@@ -233,7 +233,7 @@ def test_no_jax_in_the_api_process(stack: Stack) -> None:
 
 
 def test_io_helpers_roundtrip() -> None:
-    from service.jobs import pack, unpack
+    from service.codec import pack, unpack
 
     arrays = {"1|county": np.arange(6.0).reshape(2, 3), "stat.diverging": np.array([True, False])}
     back = unpack(pack(arrays))

@@ -15,7 +15,7 @@ from redis import Redis
 
 from service import keys
 from service.client import Client
-from service.jobs import unpack
+from service.codec import unpack
 from service.sampler import parse_job
 from service.spec.loader import load_file
 from tests.conftest import EXAMPLES
