@@ -61,8 +61,8 @@ def load_model(name: str, variant: int = 0) -> Any:
     import numpy as np
 
     from service.sampler import parse_job
-    from service.spec.loader import load_file
-    from service.spec.validate import validate
+    from service.language.loader import load_file
+    from service.language.validate import validate
 
     base, _ = parse_job(load_file(ROOT / "examples" / f"{name}.yaml"))
     if variant == 0:

@@ -26,7 +26,7 @@ from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
 from service.live import LiveDiagnostics
 from service.sampler import SamplerSettings, parse_job
 from service.schemas import STATES, TERMINAL, ChainProgress, Diagnostics, JobCreate, JobList, JobPublic
-from service.spec.ir import Model
+from service.language.ir import Model
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -13,7 +13,7 @@ with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on impo
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-from service.spec.ir import Model
+from service.language.ir import Model
 
 RHAT_MAX = 1.01
 """Vehtari et al. (2021): R-hat below 1.01 before trusting a fit."""

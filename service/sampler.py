@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.exceptions import Problem, SpecError
-from service.spec.ir import Model
-from service.spec.validate import validate
+from service.language.ir import Model
+from service.language.validate import validate
 
 MAX_CHAINS = 64
 MAX_ITERATIONS = 200_000

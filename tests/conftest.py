@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from service.spec.loader import load_file
+from service.language.loader import load_file
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from service.sampler import parse_job
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from tests.conftest import EXAMPLES, subprocess_env
 
 with warnings.catch_warnings():

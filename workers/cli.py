@@ -18,7 +18,7 @@ from rich.table import Table
 
 from service.exceptions import ChainyardError, SpecError, StopRequested
 from service.sampler import SamplerSettings, parse_job, parse_settings
-from service.spec.loader import load_file
+from service.language.loader import load_file
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bayesian inference (NUTS) as a service.")
 err = Console(stderr=True, soft_wrap=True)
@@ -114,7 +114,7 @@ def validate(
     graph: Annotated[bool, typer.Option(help="Print only the compiled graph spec (YAML, data omitted).")] = False,
 ) -> None:
     """Check a spec without sampling; print its variables, shapes and the graph spec that would run."""
-    from service.spec.describe import describe, graph_spec
+    from service.language.describe import describe, graph_spec
 
     model, settings = _load(file, {})
     if graph:

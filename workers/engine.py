@@ -39,7 +39,7 @@ from numpyro.infer.util import ParamInfo, initialize_model
 
 from service.exceptions import CheckpointMismatchError, InitializationError, StopRequested
 from service.sampler import SamplerSettings
-from service.spec.ir import Model
+from service.language.ir import Model
 from workers.checkpoint import ChainStore, claim_directory
 from workers.lower import lower
 

@@ -19,8 +19,8 @@ from jax.scipy.stats import norm
 from numpyro import handlers
 from numpyro.infer.reparam import LocScaleReparam
 
-from service.spec.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
-from service.spec.ir import DistCall, Model, Param
+from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
+from service.language.ir import DistCall, Model, Param
 
 Env = dict[str, Any]
 Compiled = Callable[[Env], Any]

@@ -10,7 +10,7 @@ from service.api.deps import Tenant
 from service.api.jobs import ERRORS
 from service.sampler import parse_job
 from service.schemas import ValidateRequest, ValidateResponse
-from service.spec.describe import describe
+from service.language.describe import describe
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from service.client import Client
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from tests.deploy.chart import ROOT, component, container_env, pod_spec, render
 from workers.stack import find_redis_server, free_port
 

@@ -26,7 +26,7 @@ from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.priors import record_refit
 from service.schemas import JobCreate
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from workers.stack import free_port, start_redis
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -22,7 +22,7 @@ from redis import Redis
 
 from service.client import Client
 from service.priors import record_refit
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from tests.observability.tooling import DASHBOARD, builder
 from tests.service.conftest import TOKENS, make_stack
 from workers.stack import Stack, free_port

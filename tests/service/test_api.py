@@ -16,10 +16,10 @@ from redis import Redis
 
 from service.client import ApiError, Client
 from service.sampler import parse_job
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from tests.conftest import EXAMPLES
 from tests.service.conftest import TOKENS, finished, wait_for
-from tests.spec.test_validate import BAD_SPECS
+from tests.service.language.test_validate import BAD_SPECS
 from workers.stack import Stack
 
 with warnings.catch_warnings():

@@ -17,7 +17,7 @@ from service import keys
 from service.client import Client
 from service.codec import unpack
 from service.sampler import parse_job
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from tests.conftest import EXAMPLES
 from tests.service.conftest import TOKENS, finished, make_stack
 from workers.stack import Stack, start_redis

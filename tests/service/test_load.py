@@ -10,7 +10,7 @@ from redis import Redis
 
 from service import keys
 from service.client import Client
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from tests.conftest import EXAMPLES
 from tests.service.conftest import TOKENS, finished, make_stack
 

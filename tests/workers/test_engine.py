@@ -11,7 +11,7 @@ import pytest
 
 from service.exceptions import CheckpointMismatchError, InitializationError, StopRequested
 from service.sampler import SamplerSettings, parse_job
-from service.spec.validate import validate
+from service.language.validate import validate
 
 pytestmark = pytest.mark.usefixtures("jax_ready")
 

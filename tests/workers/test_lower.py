@@ -10,9 +10,9 @@ import pytest
 import scipy.special as sp
 import scipy.stats as st
 
-from service.spec import expr
-from service.spec.catalog import DISTRIBUTIONS, FUNCTIONS
-from service.spec.expr import Name
+from service.language import expr
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS
+from service.language.expr import Name
 
 pytestmark = pytest.mark.usefixtures("jax_ready")
 
@@ -85,7 +85,7 @@ def test_every_function_has_a_case() -> None:
 def test_expression_matches_numpy(text: str, expected: Any) -> None:
     import jax.numpy as jnp
 
-    from service.spec.shapes import ShapeChecker, Symbol
+    from service.language.shapes import ShapeChecker, Symbol
     from workers.lower import compile_expr
 
     node = expr.parse(text, "x")
@@ -146,7 +146,7 @@ def test_every_distribution_lowers_to_a_finite_log_density(name: str) -> None:
     import jax.numpy as jnp
     from numpyro import handlers
 
-    from service.spec.validate import validate
+    from service.language.validate import validate
     from workers.lower import lower
 
     data = {"conc": [1.0, 2.0, 3.0], "loc": [0.0, 1.0], "L": [[1.0, 0.0], [0.5, 1.0]], "k01": [0, 1, 1],

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from service.sampler import SamplerSettings
-from service.spec.validate import validate
+from service.language.validate import validate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

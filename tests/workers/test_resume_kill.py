@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.spec.loader import load_file
+from service.language.loader import load_file
 from tests.conftest import EXAMPLES, subprocess_env
 
 with warnings.catch_warnings():

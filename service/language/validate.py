@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 
 from service.exceptions import Problem, SpecError
-from service.spec import expr
-from service.spec.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, DistInfo, Event
-from service.spec.expr import Call, Name, Node, Num
-from service.spec.ir import Define, DistCall, Model, Observe, Param, Shape
-from service.spec.shapes import ShapeChecker, ShapeError, Symbol, broadcast
+from service.language import expr
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, DistInfo, Event
+from service.language.expr import Call, Name, Node, Num
+from service.language.ir import Define, DistCall, Model, Observe, Param, Shape
+from service.language.shapes import ShapeChecker, ShapeError, Symbol, broadcast
 
 SPEC_VERSION = 1
 MAX_DATA_ELEMENTS = 20_000_000
@@ -79,7 +79,7 @@ def validate(doc: Any) -> Model:
 
 def _from_formula(doc: Mapping[str, Any]) -> Model:
     """Compile a formula spec to a graph spec and validate that; problems point at the user's fields."""
-    from service.spec.formula import compile_formula
+    from service.language.formula import compile_formula
 
     graph = compile_formula(doc)
     try:

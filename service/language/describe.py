@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.spec import expr
-from service.spec.ir import Model, Param
+from service.language import expr
+from service.language.ir import Model, Param
 
 
 def describe(model: Model) -> dict[str, Any]:

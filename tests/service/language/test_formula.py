@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from service.exceptions import SpecError
-from service.spec.describe import graph_spec
-from service.spec.formula import compile_formula
-from service.spec.validate import validate
+from service.language.describe import graph_spec
+from service.language.formula import compile_formula
+from service.language.validate import validate
 
 
 def table(n: int = 60, seed: int = 0) -> dict[str, list[Any]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from service.exceptions import SpecError
-from service.spec import expr
-from service.spec.expr import BinOp, Call, Index, Name, Neg, Num, Slice
+from service.language import expr
+from service.language.expr import BinOp, Call, Index, Name, Neg, Num, Slice
 
 
 def test_parses_arithmetic_calls_and_indexing() -> None:

@@ -11,10 +11,10 @@ import pytest
 
 from service.exceptions import SpecError
 from service.sampler import parse_job
-from service.spec.describe import describe, graph_spec
-from service.spec.ir import Param
-from service.spec.loader import loads
-from service.spec.validate import validate
+from service.language.describe import describe, graph_spec
+from service.language.ir import Param
+from service.language.loader import loads
+from service.language.validate import validate
 
 
 def problems_of(doc: Any) -> list[tuple[str, str]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from service.spec.expr import Node, to_text
+from service.language.expr import Node, to_text
 
 Shape = tuple[int, ...]
 

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from service.exceptions import Problem, SpecError
-from service.spec import expr
-from service.spec.catalog import DISTRIBUTIONS
+from service.language import expr
+from service.language.catalog import DISTRIBUTIONS
 
 FORMULA_KEYS = ("spec", "formula", "family", "data", "priors", "trials", "sigma", "name", "description")
 FAMILY_PARAMS = {

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.exceptions import Problem
-from service.spec.catalog import DISTRIBUTIONS, FUNCTIONS, Fn
-from service.spec.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
-from service.spec.ir import Shape
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, Fn
+from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
+from service.language.ir import Shape
 
 
 @dataclass(frozen=True)
