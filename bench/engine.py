@@ -60,9 +60,9 @@ def load_model(name: str, variant: int = 0) -> Any:
     """The benchmark model `name`; variant k >= 1 draws new data values with the same shapes and dtypes."""
     import numpy as np
 
-    from service.sampler import parse_job
     from service.language.loader import load_file
     from service.language.validate import validate
+    from service.sampler import parse_job
 
     base, _ = parse_job(load_file(ROOT / "examples" / f"{name}.yaml"))
     if variant == 0:

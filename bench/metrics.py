@@ -28,10 +28,10 @@ from redis import Redis
 
 from service import keys
 from service.codec import pack
+from service.language.loader import load_file
 from service.live import CPU_SHARE, LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.sampler import parse_job
-from service.language.loader import load_file
 from workers.stack import free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -33,9 +33,9 @@ from redis import Redis
 from service import keys
 from service.client import Client
 from service.codec import unpack
+from service.language.loader import load_file
 from service.results import summary, to_inference_data
 from service.sampler import parse_job
-from service.language.loader import load_file
 from workers.stack import Stack, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

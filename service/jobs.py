@@ -23,10 +23,10 @@ from service import keys, metrics
 from service.codec import pack, text, unpack
 from service.config import Settings
 from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
+from service.language.ir import Model
 from service.live import LiveDiagnostics
 from service.sampler import SamplerSettings, parse_job
 from service.schemas import STATES, TERMINAL, ChainProgress, Diagnostics, JobCreate, JobList, JobPublic
-from service.language.ir import Model
 
 
 def _text(value: bytes | str | None) -> str | None:

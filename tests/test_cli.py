@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.sampler import parse_job
 from service.language.loader import load_file
+from service.sampler import parse_job
 from tests.conftest import EXAMPLES, subprocess_env
 
 with warnings.catch_warnings():

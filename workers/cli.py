@@ -17,8 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from service.exceptions import ChainyardError, SpecError, StopRequested
-from service.sampler import SamplerSettings, parse_job, parse_settings
 from service.language.loader import load_file
+from service.sampler import SamplerSettings, parse_job, parse_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Bayesian inference (NUTS) as a service.")
 err = Console(stderr=True, soft_wrap=True)

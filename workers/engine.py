@@ -38,8 +38,8 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import ParamInfo, initialize_model
 
 from service.exceptions import CheckpointMismatchError, InitializationError, StopRequested
-from service.sampler import SamplerSettings
 from service.language.ir import Model
+from service.sampler import SamplerSettings
 from workers.checkpoint import ChainStore, claim_directory
 from workers.lower import lower
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter
 
 from service.api.deps import Tenant
 from service.api.jobs import ERRORS
+from service.language.describe import describe
 from service.sampler import parse_job
 from service.schemas import ValidateRequest, ValidateResponse
-from service.language.describe import describe
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 

@@ -22,11 +22,11 @@ from redis import Redis
 from service import keys
 from service.config import Settings
 from service.jobs import JobStore
+from service.language.loader import load_file
 from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.priors import record_refit
 from service.schemas import JobCreate
-from service.language.loader import load_file
 from workers.stack import free_port, start_redis
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -21,8 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from service.client import Client
-from service.priors import record_refit
 from service.language.loader import load_file
+from service.priors import record_refit
 from tests.observability.tooling import DASHBOARD, builder
 from tests.service.conftest import TOKENS, make_stack
 from workers.stack import Stack, free_port

@@ -15,8 +15,8 @@ import pytest
 from redis import Redis
 
 from service.client import ApiError, Client
-from service.sampler import parse_job
 from service.language.loader import load_file
+from service.sampler import parse_job
 from tests.conftest import EXAMPLES
 from tests.service.conftest import TOKENS, finished, wait_for
 from tests.service.language.test_validate import BAD_SPECS

@@ -16,8 +16,8 @@ from redis import Redis
 from service import keys
 from service.client import Client
 from service.codec import unpack
-from service.sampler import parse_job
 from service.language.loader import load_file
+from service.sampler import parse_job
 from tests.conftest import EXAMPLES
 from tests.service.conftest import TOKENS, finished, make_stack
 from workers.stack import Stack, start_redis

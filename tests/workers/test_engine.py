@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from service.exceptions import CheckpointMismatchError, InitializationError, StopRequested
-from service.sampler import SamplerSettings, parse_job
 from service.language.validate import validate
+from service.sampler import SamplerSettings, parse_job
 
 pytestmark = pytest.mark.usefixtures("jax_ready")
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from service.sampler import SamplerSettings
 from service.language.validate import validate
+from service.sampler import SamplerSettings
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)

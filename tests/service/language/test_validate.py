@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from service.exceptions import SpecError
-from service.sampler import parse_job
 from service.language.describe import describe, graph_spec
 from service.language.ir import Param
 from service.language.loader import loads
 from service.language.validate import validate
+from service.sampler import parse_job
 
 
 def problems_of(doc: Any) -> list[tuple[str, str]]:
