@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from enum import Enum
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -14,27 +15,48 @@ MAX_CHAINS = 64
 MAX_ITERATIONS = 200_000
 
 
+class Role(Enum):
+    """What a sampler setting changes, declared once on the field (`Annotated[..., Role.X]`) and read by
+    `SamplerSettings.fields(role)`: the engine's compiled-program cache key and the checkpoint fingerprint are
+    derived from these marks, so a new setting cannot be forgotten in one of them."""
+
+    COMPILED = "compiled"
+    """Shapes the compiled block program (part of its cache key); also changes draws."""
+    DRAWS = "draws"
+    """Changes a chain's draws but not the compiled program."""
+    JOB = "job"
+    """Neither: how many chains, and the seed (which the fingerprint names on its own)."""
+
+
 class SamplerSettings(BaseModel):
     """How to run NUTS. Out-of-range values are refused (a 422 over the API)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    chains: int = Field(4, ge=1, le=MAX_CHAINS, description="Independent chains.")
-    warmup: int = Field(1000, ge=0, le=MAX_ITERATIONS, description="Adaptation iterations per chain (discarded).")
-    draws: int = Field(1000, ge=1, le=MAX_ITERATIONS,
-                       description="Sampling iterations per chain; every `thin`-th is kept, as in Stan.")
-    thin: int = Field(1, ge=1, le=1000)
-    seed: int | None = Field(None, ge=0, lt=2**32, description="Chain c uses key fold_in(PRNGKey(seed), c).")
-    target_accept: float = Field(0.8, gt=0.0, lt=1.0)
-    max_tree_depth: int = Field(10, ge=1, le=15)
-    dense_mass: bool = False
-    init: Literal["uniform", "median", "sample", "feasible"] = Field(
+    chains: Annotated[int, Role.JOB] = Field(4, ge=1, le=MAX_CHAINS, description="Independent chains.")
+    warmup: Annotated[int, Role.COMPILED] = Field(1000, ge=0, le=MAX_ITERATIONS,
+                                                  description="Adaptation iterations per chain (discarded).")
+    draws: Annotated[int, Role.DRAWS] = Field(
+        1000, ge=1, le=MAX_ITERATIONS, description="Sampling iterations per chain; every `thin`-th is kept, as in Stan.")
+    thin: Annotated[int, Role.DRAWS] = Field(1, ge=1, le=1000)
+    seed: Annotated[int | None, Role.JOB] = Field(None, ge=0, lt=2**32,
+                                                  description="Chain c uses key fold_in(PRNGKey(seed), c).")
+    target_accept: Annotated[float, Role.COMPILED] = Field(0.8, gt=0.0, lt=1.0)
+    max_tree_depth: Annotated[int, Role.COMPILED] = Field(10, ge=1, le=15)
+    dense_mass: Annotated[bool, Role.COMPILED] = False
+    init: Annotated[Literal["uniform", "median", "sample", "feasible"], Role.COMPILED] = Field(
         "uniform", description="numpyro init strategy; `uniform` (numpyro's default) draws in (-2, 2) unconstrained.")
-    keep: list[str] | None = Field(None, description="Variables to store; default all params and defines.")
+    keep: Annotated[list[str] | None, Role.COMPILED] = Field(
+        None, description="Variables to store; default all params and defines.")
 
-    @property
-    def kept_draws(self) -> int:
-        return -(-self.draws // self.thin)
+    @classmethod
+    def fields(cls, *roles: Role) -> tuple[str, ...]:
+        """Names of the settings marked with any of `roles`, in declaration order."""
+        return tuple(name for name, info in cls.model_fields.items() if any(r in info.metadata for r in roles))
+
+    def values(self, *roles: Role) -> dict[str, Any]:
+        """The settings marked with any of `roles` (lists as tuples, so the result can key a cache)."""
+        return {name: tuple(v) if isinstance(v := getattr(self, name), list) else v for name in self.fields(*roles)}
 
 
 def parse_settings(raw: Any, *, path: str = "sampler") -> SamplerSettings:
