@@ -5,13 +5,25 @@ from __future__ import annotations
 PREFIX = "cy"
 
 TASKS = f"{PREFIX}:tasks"
-"""Stream of chain tasks {job, chain}; consumer group GROUP; one entry per chain."""
+"""Stream of chain tasks {job, chain}; consumer group GROUP; owned by service.queue.ChainQueue.
+
+Lifetime of an entry: added with its job at submit (one per chain); delivered to one worker and pending
+there while the chain runs (refreshed by the worker, reclaimed by another after the visibility timeout);
+acknowledged and deleted together (XACK + XDEL in one transaction) once the chain's draws are stored or the
+chain no longer needs to run (job ended or deleted). So the stream holds exactly the tasks not yet done:
+XLEN is 0 when every job has ended, and XLEN minus the group's pending count is the number waiting."""
 GROUP = "workers"
 
 
 def job(job_id: str) -> str:
     """Hash: the job record (tenant, state, request, seed, times, error)."""
     return f"{PREFIX}:job:{job_id}"
+
+
+def job_model(job_id: str) -> str:
+    """String: the model pinned at submit (service.jobs.pinned: graph spec with data, JSON), kept apart from
+    the record so that reading a record costs the same for any model size."""
+    return f"{PREFIX}:model:{job_id}"
 
 
 def tenant_jobs(tenant: str) -> str:
@@ -85,7 +97,8 @@ PRIOR_LAST_OUTCOME = f"{PREFIX}:prior-last-outcome"
 
 def job_keys(job_id: str, chains: int) -> list[str]:
     """Every key of one job (for delete and retention)."""
-    keys = [job(job_id), result(job_id), assembling(job_id), diagnostics(job_id), diagnostics_due(job_id)]
+    keys = [job(job_id), job_model(job_id), result(job_id), assembling(job_id), diagnostics(job_id),
+            diagnostics_due(job_id)]
     for c in range(chains):
         keys += [chain(job_id, c), live_blocks(job_id, c), chain_draws(job_id, c)]
     return keys

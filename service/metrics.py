@@ -31,7 +31,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import keys, live
 from service.codec import text
-from service.schemas import STATES
+from service.jobs.record import JobState
+from service.queue import ChainQueue
 
 JOB_DURATION = Histogram(
     "chainyard_job_duration_seconds", "Time from submission to the end of a job, by outcome.", ["outcome"],
@@ -92,7 +93,7 @@ class ClusterCollector(Collector):
     def _cluster(self) -> Iterator[Metric]:
         now = time.time()
         pipe = self.r.pipeline()
-        for state in STATES:
+        for state in JobState:
             pipe.zremrangebyscore(keys.jobs_in_state(state), "-inf", now)
             pipe.zcard(keys.jobs_in_state(state))
         pipe.zcount(keys.WORKERS, now - WORKER_ALIVE_SECONDS, "+inf")
@@ -101,15 +102,15 @@ class ClusterCollector(Collector):
         pipe.hgetall(keys.PRIOR_LAST_OUTCOME)
         replies = pipe.execute()
         jobs = GaugeMetricFamily("chainyard_jobs", "Jobs kept in Redis, by state.", labels=["state"])
-        for i, state in enumerate(STATES):
-            jobs.add_metric([state], replies[2 * i + 1])
+        for i, state in enumerate(JobState):
+            jobs.add_metric([state.value], replies[2 * i + 1])
         yield jobs
         yield GaugeMetricFamily("chainyard_workers", "Workers with a heartbeat in the last 30 s.",
-                                value=replies[2 * len(STATES)])
-        waiting, pending = self._queue()
-        yield GaugeMetricFamily("chainyard_queue_depth", "Chain tasks waiting for a worker.", value=waiting)
+                                value=replies[2 * len(JobState)])
+        depth = ChainQueue(self.r, visibility_timeout=0).depth()
+        yield GaugeMetricFamily("chainyard_queue_depth", "Chain tasks waiting for a worker.", value=depth.waiting)
         yield GaugeMetricFamily("chainyard_queue_pending", "Chain tasks claimed by a worker, not yet done.",
-                                value=pending)
+                                value=depth.pending)
         versions = GaugeMetricFamily("chainyard_prior_version", "Version of each empirical prior.", labels=["prior"])
         for prior, version in sorted(replies[-3].items()):
             versions.add_metric([text(prior)], float(version))
@@ -127,18 +128,6 @@ class ClusterCollector(Collector):
         yield last
         yield from self._per_job(live.exported(self.r))
 
-    def _queue(self) -> tuple[int, int]:
-        try:
-            groups = self.r.xinfo_groups(keys.TASKS)
-        except RedisError:  # no stream yet
-            return 0, 0
-        for group in groups:
-            if text(group["name"]) == keys.GROUP:
-                lag = group.get("lag")
-                if lag is None:  # Redis cannot tell after deletions: count what lies past the last delivery
-                    lag = len(self.r.xrange(keys.TASKS, "(" + text(group["last-delivered-id"]), "+"))
-                return int(lag), int(group["pending"])
-        return int(self.r.xlen(keys.TASKS)), 0
 
     @staticmethod
     def _per_job(stored: list[dict[str, str]]) -> Iterator[Metric]:

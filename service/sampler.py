@@ -36,8 +36,8 @@ class SamplerSettings(BaseModel):
     chains: Annotated[int, Role.JOB] = Field(4, ge=1, le=MAX_CHAINS, description="Independent chains.")
     warmup: Annotated[int, Role.COMPILED] = Field(1000, ge=0, le=MAX_ITERATIONS,
                                                   description="Adaptation iterations per chain (discarded).")
-    draws: Annotated[int, Role.DRAWS] = Field(
-        1000, ge=1, le=MAX_ITERATIONS, description="Sampling iterations per chain; every `thin`-th is kept, as in Stan.")
+    draws: Annotated[int, Role.DRAWS] = Field(1000, ge=1, le=MAX_ITERATIONS, description="Sampling iterations per "
+                                              "chain; every `thin`-th is kept, as in Stan.")
     thin: Annotated[int, Role.DRAWS] = Field(1, ge=1, le=1000)
     seed: Annotated[int | None, Role.JOB] = Field(None, ge=0, lt=2**32,
                                                   description="Chain c uses key fold_in(PRNGKey(seed), c).")

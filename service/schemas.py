@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-STATES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+from service.jobs.record import ChainPhase, JobState
 
 
 class JobCreate(BaseModel):
@@ -22,9 +20,13 @@ class JobCreate(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
 
 
-class ChainProgress(BaseModel):
+class ChainPublic(BaseModel):
+    """One chain's progress as the API shows it (service.jobs.record.ChainProgress)."""
+
+    model_config = ConfigDict(title="ChainProgress")
+
     chain: int
-    phase: str = Field(description="queued, warmup, sampling, done or failed")
+    phase: ChainPhase
     iteration: int
     of: int
     divergences: int
@@ -56,7 +58,7 @@ class JobPublic(BaseModel):
     finished_at: float | None
     seed: int
     sampler: dict[str, Any]
-    chains: list[ChainProgress]
+    chains: list[ChainPublic]
     diagnostics: Diagnostics | None
     error: str | None
 

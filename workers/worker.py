@@ -22,51 +22,70 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import numpy as np
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
 from service import keys, metrics
-from service.codec import pack
+from service.codec import pack_block
 from service.config import Settings
-from service.exceptions import InitializationError, StopRequested
-from service.jobs import JobStore
-from service.schemas import TERMINAL
+from service.exceptions import InitializationError
+from service.jobs.chains import ChainWriter
+from service.jobs.record import ChainPhase, JobRecord, JobState
+from service.jobs.store import JobStore
+from service.queue import ChainQueue, Task
+from workers.chain import Block, Chain, ChainDraws, job_fingerprint
 from workers.checkpoint import ChainStore, claim_directory
-from workers.engine import Engine, Progress, job_fingerprint
+from workers.stop import Stopped, StopReason, run
 
 log = logging.getLogger("chainyard.worker")
-
-Task = tuple[str, str, int]  # stream entry id, job id, chain
 
 HEARTBEAT_SECONDS = 5.0
 """How often a worker records that it is alive, from its loop when idle and from the claim thread while a chain
 runs (service.metrics.WORKER_ALIVE_SECONDS counts it)."""
+RETRY_PAUSE_SECONDS = 0.5
+"""Pause after a chain's attempt failed with an unexpected error, before the next task."""
 
 
-def ensure_group(redis: Redis) -> None:
-    try:
-        redis.xgroup_create(keys.TASKS, keys.GROUP, id="0", mkstream=True)
-    except ResponseError as exc:
-        if "BUSYGROUP" not in str(exc):
-            raise
+class JobStop:
+    """The stop policy of one chain task, asked at every block boundary: the job was deleted or ended
+    (cancelled, or failed by another chain), its deadline passed, or this worker is shutting down."""
+
+    def __init__(self, *, deadline: float, shutdown: threading.Event) -> None:
+        self.deadline = deadline
+        self.shutdown = shutdown
+        self.state: JobState | None = JobState.RUNNING
+
+    def observe(self, state: JobState | None) -> None:
+        """The job's state as the last block report found it (None: deleted)."""
+        self.state = state
+
+    def __call__(self, progress: Any) -> StopReason | None:
+        if self.state is None:
+            return StopReason.DELETED
+        if self.state.terminal:
+            return StopReason.CANCELLED
+        if time.time() > self.deadline:
+            return StopReason.TIMEOUT
+        if self.shutdown.is_set():
+            return StopReason.SHUTDOWN
+        return None
 
 
 class Worker:
-    def __init__(self, *, settings: Settings, redis: Redis, name: str, data_dir: Path, engine: Engine) -> None:
+    def __init__(self, *, settings: Settings, redis: Redis, name: str, data_dir: Path) -> None:
         self.settings = settings
         self.r: Any = redis  # redis-py's annotations do not follow decode_responses
         self.name = name
         self.data_dir = data_dir
-        self.engine = engine
+        self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout)
         self.store = JobStore(redis, settings)
+        self.chains = ChainWriter(redis)
         self.shutdown = threading.Event()
-        self._chain_stop: threading.Event | None = None
         self.busy = metrics.WORKER_BUSY.labels(worker=name)
         self.busy.set(0)
         self._last_beat = 0.0
@@ -75,15 +94,15 @@ class Worker:
     # -- loop -------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        ensure_group(self.r)
+        self.queue.ensure_group()
         log.info("worker %s serving (data dir %s)", self.name, self.data_dir)
         self._refresh.start()
         while not self.shutdown.is_set():
             try:
                 self.heartbeat()
-                task = self.next_task()
+                task = self.queue.claim_next(self.name)
                 if task is not None:
-                    self.handle(*task)
+                    self.handle(task)
             except RedisConnectionError as exc:  # Redis restarting: the task stays pending; resume later
                 log.warning("redis unavailable (%s); retrying", exc)
                 self.shutdown.wait(1.0)
@@ -98,8 +117,6 @@ class Worker:
     def request_shutdown(self, *_: Any) -> None:
         """SIGTERM/SIGINT: stop after the current block (whose checkpoint is written)."""
         self.shutdown.set()
-        if self._chain_stop is not None:
-            self._chain_stop.set()
 
     def install_signals(self) -> None:
         def handler(signum: int, frame: FrameType | None) -> None:
@@ -108,115 +125,83 @@ class Worker:
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
 
-    def next_task(self) -> Task | None:
-        own = self.r.xpending_range(keys.TASKS, keys.GROUP, min="-", max="+", count=1, consumername=self.name)
-        if own:
-            entry_id = own[0]["message_id"]
-            entries = self.r.xrange(keys.TASKS, entry_id, entry_id)
-            if not entries:  # trimmed away: nothing to resume
-                self.r.xack(keys.TASKS, keys.GROUP, entry_id)
-                return None
-            return self._task(*entries[0])
-        idle_ms = int(self.settings.visibility_timeout * 1000)
-        claimed = self.r.xautoclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=idle_ms, start_id="0-0",
-                                    count=1)
-        if claimed[1]:
-            return self._task(*claimed[1][0])
-        fresh = self.r.xreadgroup(keys.GROUP, self.name, {keys.TASKS: ">"}, count=1, block=1000)
-        if fresh and fresh[0][1]:
-            return self._task(*fresh[0][1][0])
-        return None
+    # -- one chain task ---------------------------------------------------------------------------
 
-    @staticmethod
-    def _task(entry_id: Any, fields: dict[Any, Any]) -> Task:
-        decoded = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                   for k, v in fields.items()}
-        eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return eid, decoded["job"], int(decoded["chain"])
-
-    # -- one chain --------------------------------------------------------------------------------
-
-    def handle(self, entry_id: str, job_id: str, chain: int) -> None:
-        record = self.store.record(job_id)
-        if record is None or record["state"] in TERMINAL:
-            self._done(entry_id, job_id, chain)
-            return
-        attempts = self.store.start_attempt(job_id, chain, self.name)
-        if attempts is None:
-            self._done(entry_id, job_id, chain)
+    def handle(self, task: Task) -> None:
+        """Run one chain task to its end, or to a stop; acknowledge it unless it must resume here."""
+        job_id, chain = task.job_id, task.chain
+        record = self.store.read(job_id)
+        attempts = self.chains.start_attempt(job_id, chain, self.name) if record and not record.state.terminal else None
+        if record is None or attempts is None:  # ended, or deleted
+            self._done(task)
             return
         if attempts > self.settings.max_attempts:
-            last = self.r.hget(keys.chain(job_id, chain), "error")
-            reason = last.decode() if isinstance(last, bytes) else "unknown error"
-            self.store.finish(job_id, "failed", f"chain {chain} failed {attempts - 1} times: {reason}")
-            self._done(entry_id, job_id, chain)
+            reason = self.chains.last_error(job_id, chain) or "unknown error"
+            self.store.finish(job_id, JobState.FAILED, f"chain {chain} failed {attempts - 1} times: {reason}")
+            self._done(task)
             return
         self.store.mark_running(job_id)
-        model, settings = self.store.model_of(record)
-        seed = int(record["seed"])
-        fingerprint = job_fingerprint(model, settings, seed)
-        root = self.data_dir / "jobs" / job_id
-        claim_directory(root, {"job": fingerprint, "seed": seed})
-        deadline = float(record["deadline"])
-        stop = self._chain_stop = threading.Event()
-        if self.shutdown.is_set():
-            stop.set()
-        ended: list[str] = []  # why the chain was stopped: cancelled, timeout
-
-        def on_start(draws: list[dict[str, np.ndarray]], stats: list[dict[str, np.ndarray]]) -> None:
-            self.store.reset_live(job_id, chain, [_block_blob(d, s) for d, s in zip(draws, stats, strict=True)])
-
-        def on_block(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray], p: Progress) -> None:
-            state = self.store.report_block(job_id, chain, _block_blob(draws, stats), phase=p.phase,
-                                            iteration=p.iteration, of=p.of, divergences=p.divergences,
-                                            step_size=p.step_size)
-            metrics.CHAIN_ITERATIONS.labels(phase="warmup").inc(p.block_warmup)
-            metrics.CHAIN_ITERATIONS.labels(phase="sampling").inc(p.block_sampling)
-            metrics.GRADIENT_EVALUATIONS.inc(p.block_gradients)
-            self._refresh.request(job_id)
-            if state is None or state in TERMINAL:
-                ended.append("cancelled")
-                stop.set()
-            elif time.time() > deadline:
-                ended.append("timeout")
-                stop.set()
-
-        self.busy.set(1)
-        heartbeat = self._keep_claimed(entry_id)
         try:
-            result = self.engine.run_chain(model, settings, seed=seed, chain=chain, store=ChainStore(root, chain),
-                                           fingerprint=fingerprint, stop=stop, on_block=on_block, on_start=on_start)
-        except StopRequested:
-            if "timeout" in ended:
-                self.store.finish(job_id, "failed", f"timed out after {self.settings.job_timeout_seconds} s")
-            if ended:
-                self._done(entry_id, job_id, chain)
-            # on shutdown the task stays pending: this worker resumes it from its checkpoint when it returns
+            with self._claimed(task):
+                draws = self._sample(task, record)
+        except Stopped as stop:
+            self._stopped(task, stop.reason)
             return
         except InitializationError as exc:
-            self.r.hset(keys.chain(job_id, chain), mapping={"phase": "failed", "error": str(exc)})
-            self.store.finish(job_id, "failed", f"chain {chain}: {exc}")
-            self._done(entry_id, job_id, chain)
+            self.chains.fail(job_id, chain, str(exc))
+            self.store.finish(job_id, JobState.FAILED, f"chain {chain}: {exc}")
+            self._done(task)
             return
         except RedisConnectionError:
             raise
         except Exception as exc:  # retried from the checkpoint until max_attempts
             log.exception("chain %s/%s failed", job_id, chain)
-            self.r.hset(keys.chain(job_id, chain), mapping={"error": f"{type(exc).__name__}: {exc}"})
-            time.sleep(0.5)
+            self.chains.record_error(job_id, chain, f"{type(exc).__name__}: {exc}")
+            self.shutdown.wait(RETRY_PAUSE_SECONDS)
             return
-        finally:
-            heartbeat.set()
-            self.busy.set(0)
-            self._chain_stop = None
-        saved = self.store.save_chain(job_id, chain, _block_blob(result.draws, result.stats))
-        self._done(entry_id, job_id, chain)
+        saved = self.chains.save(job_id, chain, pack_block(draws.draws, draws.stats))
+        self._done(task)
         if saved:
             self.store.assemble(job_id)
 
-    def _keep_claimed(self, entry_id: str) -> threading.Event:
-        """Refresh this worker's claim on a task a few times per visibility timeout while its chain runs,
-        so that no other worker takes it for abandoned, even during a long first compile. Set to stop."""
+    def _sample(self, task: Task, record: JobRecord) -> ChainDraws:
+        """Open the chain (from its checkpoint if this worker ran it before) and run it under the job's policy."""
+        pinned = self.store.pinned(task.job_id)
+        if pinned is None:
+            raise Stopped(StopReason.DELETED, "the job was deleted")
+        model, settings = pinned.model(), record.sampler
+        fingerprint = job_fingerprint(model, settings, record.seed)
+        root = self.data_dir / "jobs" / task.job_id
+        claim_directory(root, {"job": fingerprint, "seed": record.seed})
+        chain = Chain.open(model, settings, seed=record.seed, chain=task.chain, store=ChainStore(root, task.chain),
+                           fingerprint=fingerprint, block_seconds=self.settings.block_seconds,
+                           max_block=self.settings.max_block)
+        self.chains.reset_live(task.job_id, task.chain, [pack_block(b.draws, b.stats) for b in chain.restored])
+        policy = JobStop(deadline=record.deadline, shutdown=self.shutdown)
+
+        def report(block: Block) -> None:
+            p = block.progress
+            policy.observe(self.chains.report_block(
+                task.job_id, task.chain, pack_block(block.draws, block.stats), phase=ChainPhase(p.phase),
+                iteration=p.iteration, of=p.of, divergences=p.divergences, step_size=p.step_size))
+            metrics.CHAIN_ITERATIONS.labels(phase="warmup").inc(p.block_warmup)
+            metrics.CHAIN_ITERATIONS.labels(phase="sampling").inc(p.block_sampling)
+            metrics.GRADIENT_EVALUATIONS.inc(p.block_gradients)
+            self._refresh.request(task.job_id)
+
+        return run(chain, policy, on_block=report)
+
+    def _stopped(self, task: Task, reason: StopReason) -> None:
+        if reason is StopReason.SHUTDOWN:
+            return  # the task stays pending: this worker resumes it from its checkpoint when it returns
+        if reason is StopReason.TIMEOUT:
+            self.store.finish(task.job_id, JobState.FAILED, f"timed out after {self.settings.job_timeout_seconds} s")
+        self._done(task)
+
+    @contextlib.contextmanager
+    def _claimed(self, task: Task) -> Iterator[None]:
+        """While the chain runs: busy, and this worker's claim on the task refreshed a few times per visibility
+        timeout from a thread, so that no other worker takes it for abandoned, even during a long first compile."""
         done = threading.Event()
         interval = self.settings.visibility_timeout / 4
 
@@ -224,18 +209,22 @@ class Worker:
             while True:
                 with contextlib.suppress(RedisConnectionError):
                     self.heartbeat()
-                    self.r.xclaim(keys.TASKS, keys.GROUP, self.name, min_idle_time=0, message_ids=[entry_id],
-                                  justid=True)
+                    self.queue.keep_claimed(self.name, task)
                 if done.wait(interval):
                     return
 
-        threading.Thread(target=beat, name=f"claim-{entry_id}", daemon=True).start()
-        return done
+        threading.Thread(target=beat, name=f"claim-{task.entry_id}", daemon=True).start()
+        self.busy.set(1)
+        try:
+            yield
+        finally:
+            done.set()
+            self.busy.set(0)
 
-    def _done(self, entry_id: str, job_id: str, chain: int) -> None:
+    def _done(self, task: Task) -> None:
         """Acknowledge the task and drop this chain's checkpoints (its draws are in Redis or not needed)."""
-        self.r.xack(keys.TASKS, keys.GROUP, entry_id)
-        shutil.rmtree(self.data_dir / "jobs" / job_id / f"chain-{chain}", ignore_errors=True)
+        self.queue.ack(task)
+        shutil.rmtree(self.data_dir / "jobs" / task.job_id / f"chain-{task.chain}", ignore_errors=True)
 
 
 class _Refresher:
@@ -265,15 +254,11 @@ class _Refresher:
             for job_id in jobs:
                 try:
                     if self.store.live.due(job_id):
-                        record = self.store.record(job_id)
-                        if record is not None and record["state"] not in TERMINAL:
+                        record = self.store.read(job_id)
+                        if record is not None and not record.state.terminal:
                             self.store.live.refresh(record)
                 except Exception:  # a figure is late, the chain goes on; logged for the operator
                     log.exception("live diagnostics of %s failed", job_id)
-
-
-def _block_blob(draws: dict[str, np.ndarray], stats: dict[str, np.ndarray]) -> bytes:
-    return pack({**draws, **{f"stat.{k}": v for k, v in stats.items()}})
 
 
 def serve_metrics(port: int) -> None:
@@ -323,8 +308,7 @@ def main(name: str | None = None, data_dir: Path | None = None) -> None:
             log.info("metrics on :%d/metrics, liveness on /healthz", settings.metrics_port)
         except OSError as exc:  # chains matter more than their metrics
             log.error("no metrics: cannot listen on port %d: %s", settings.metrics_port, exc)
-    engine = Engine(block_seconds=settings.block_seconds, max_block=settings.max_block, threads=1)
-    worker = Worker(settings=settings, redis=redis, name=name, data_dir=data_dir, engine=engine)
+    worker = Worker(settings=settings, redis=redis, name=name, data_dir=data_dir)
     worker.install_signals()
     worker.run()
     log.info("worker %s stopped", name)

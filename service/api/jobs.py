@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -14,37 +15,64 @@ from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import Store, Tenant
 from service.codec import unpack
-from service.schemas import TERMINAL, ErrorResponse, JobCreate, JobList, JobPublic
+from service.exceptions import Problem, SpecError
+from service.jobs.record import ChainProgress, JobRecord, JobState
+from service.jobs.store import JobStore
+from service.schemas import ChainPublic, Diagnostics, ErrorResponse, JobCreate, JobList, JobPublic
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422)}
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
 
+def public(record: JobRecord, chains: list[ChainProgress], diagnostics: Diagnostics | None = None) -> JobPublic:
+    """The Job resource, shaped from the typed record."""
+    return JobPublic(
+        id=record.id, name=record.name, labels=record.labels, state=record.state, created_at=record.created_at,
+        started_at=record.started_at, finished_at=record.finished_at, seed=record.seed,
+        sampler=record.sampler.model_dump(), chains=[ChainPublic(**_chain_fields(c)) for c in chains],
+        diagnostics=diagnostics, error=record.error,
+    )
+
+
+def _chain_fields(chain: ChainProgress) -> dict[str, Any]:
+    fields = asdict(chain)
+    fields.pop("error")  # a retried attempt's error is the operator's; the job's error says why it failed
+    return fields
+
+
+def _read(store: JobStore, tenant: str, job_id: str, *, diagnostics: bool) -> JobPublic:
+    record = store.get(tenant, job_id)
+    return public(record, store.chains(record), store.live.public(job_id) if diagnostics else None)
+
+
 @router.post("", status_code=202, response_model=JobPublic)
 def submit(body: JobCreate, store: Store, tenant: Tenant) -> JobPublic:
     """Queue a job: one task per chain. With a seed, an identical request returns the same job."""
-    record, _ = store.submit(tenant, body)
-    return store.public(record, diagnostics=False)
+    record, _ = store.submit(tenant, model=body.model, sampler=body.sampler, name=body.name, labels=body.labels)
+    return public(record, store.chains(record))
 
 
 @router.get("", response_model=JobList)
 def list_jobs(store: Store, tenant: Tenant,
-              state: Annotated[Literal["queued", "running", "succeeded", "failed", "cancelled"] | None, Query()] = None,
+              state: Annotated[JobState | None, Query()] = None,
               label: Annotated[str | None, Query(max_length=200, description="key=value")] = None,
               offset: Annotated[int, Query(ge=0)] = 0,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobList:
-    return store.list(tenant, state=state, label=label, offset=offset, limit=limit)
+    page = store.list(tenant, state=state, label=label, offset=offset, limit=limit)
+    return JobList(jobs=[public(record, chains) for record, chains in page.jobs], total=page.total, offset=offset,
+                   limit=limit)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
 def get_job(job_id: str, store: Store, tenant: Tenant) -> JobPublic:
-    return store.public(store.get(tenant, job_id))
+    return _read(store, tenant, job_id, diagnostics=True)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel(job_id: str, store: Store, tenant: Tenant) -> JobPublic:
     """Stops every chain at its next block boundary."""
-    return store.public(store.cancel(tenant, job_id), diagnostics=False)
+    record = store.cancel(tenant, job_id)
+    return public(record, store.chains(record))
 
 
 @router.delete("/{job_id}", status_code=204)
@@ -75,8 +103,6 @@ def draws(job_id: str, store: Store, tenant: Tenant,
     wanted = [v for v in vars.split(",") if v] if vars else list(arrays)
     unknown = [v for v in wanted if v not in arrays]
     if unknown:
-        from service.exceptions import Problem, SpecError
-
         raise SpecError([Problem("vars", f"unknown variable(s) {', '.join(unknown)}; known: {', '.join(arrays)}")])
     return {"job": job_id, "dims": ["chain", "draw"], "draws": {v: np.asarray(arrays[v]).tolist() for v in wanted}}
 
@@ -89,14 +115,13 @@ async def events(job_id: str, store: Store, tenant: Tenant) -> StreamingResponse
     async def stream() -> AsyncIterator[str]:
         last = None
         while True:
-            record = await run_in_threadpool(store.get, tenant, job_id)
-            public = await run_in_threadpool(store.public, record, diagnostics=False)
-            payload = public.model_dump_json()
+            job = await run_in_threadpool(_read, store, tenant, job_id, diagnostics=False)
+            payload = job.model_dump_json()
             if payload != last:
                 yield f"event: progress\ndata: {payload}\n\n"
                 last = payload
-            if public.state in TERMINAL:
-                yield f"event: end\ndata: {json.dumps({'state': public.state})}\n\n"
+            if job.state.terminal:
+                yield f"event: end\ndata: {json.dumps({'state': job.state.value})}\n\n"
                 return
             await asyncio.sleep(0.5)
 

@@ -1,6 +1,3 @@
-"""Jobs in Redis: the typed record (record), submit/read/cancel/delete and the state machine (store), every
-worker-side write (chains), and building a finished job's results (assemble)."""
-
-from service.jobs.store import JobStore
-
-__all__ = ["JobStore"]
+"""Jobs in Redis: the typed record (`record`), the model pinned at submit (`pinned`), submit/read/cancel/delete
+and the state machine (`store`), every worker-side chain write (`chains`), and a finished job's results
+(`assemble`). Import the modules themselves; this package imports nothing."""

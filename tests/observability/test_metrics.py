@@ -21,12 +21,13 @@ from redis import Redis
 
 from service import keys
 from service.config import Settings
-from service.jobs import JobStore
+from service.jobs.record import JobRecord, JobState
+from service.jobs.store import JobStore
 from service.language.loader import load_file
 from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.priors import record_refit
-from service.schemas import JobCreate
+from service.sampler import SamplerSettings
 from workers.stack import free_port, start_redis
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -72,10 +73,11 @@ def blob(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def running_job(redis: Redis, job_id: str, *, chains: int, iterations: int, name: str = "toy") -> dict[str, str]:
-    record = {"id": job_id, "chains": str(chains), "iterations": str(iterations), "state": "running",
-              "model": json.dumps({"name": name}), "name": ""}
-    redis.hset(keys.job(job_id), mapping=record)
+def running_job(redis: Redis, job_id: str, *, chains: int, iterations: int, name: str = "toy") -> JobRecord:
+    record = JobRecord(id=job_id, tenant="t", name=None, labels={}, state=JobState.RUNNING,
+                       sampler=SamplerSettings(chains=chains, warmup=0, draws=iterations, seed=1), model_name=name,
+                       model_fingerprint="", structure="", created_at=time.time(), deadline=time.time() + 60)
+    redis.hset(keys.job(job_id), mapping=record.to_hash())
     return record
 
 
@@ -199,7 +201,7 @@ def test_exactly_one_process_exports_the_cluster_series_and_the_lease_moves(redi
 def test_job_states_queue_and_workers_follow_the_store(redis: Redis, redis_server: str) -> None:
     store = JobStore(redis, Settings(redis_url=redis_server, retention_seconds=60))
     body = {"model": load_file(EXAMPLES / "eight_schools.yaml"), "sampler": {"chains": 2, "seed": 1}}
-    ids = [store.submit("t", JobCreate.model_validate({**body, "name": f"n{i}"}))[0]["id"] for i in range(3)]
+    ids = [store.submit("t", **body, name=f"n{i}", labels={})[0].id for i in range(3)]
     redis.xgroup_create(keys.TASKS, keys.GROUP, id="0")
     collector = ClusterCollector(redis)
 
@@ -213,9 +215,9 @@ def test_job_states_queue_and_workers_follow_the_store(redis: Redis, redis_serve
     samples = scrape(collector)
     assert samples[("chainyard_queue_depth", ())] == 5 and samples[("chainyard_queue_pending", ())] == 1
     store.mark_running(ids[0])
-    store.finish(ids[1], "failed", "boom")
+    store.finish(ids[1], JobState.FAILED, "boom")
     assert state_counts() == {"queued": 1, "running": 1, "succeeded": 0, "failed": 1, "cancelled": 0}
-    store.finish(ids[0], "succeeded")
+    store.finish(ids[0], JobState.SUCCEEDED)
     store.delete("t", ids[2])
     assert state_counts() == {"queued": 0, "running": 0, "succeeded": 1, "failed": 1, "cancelled": 0}
     redis.zadd(keys.jobs_in_state("failed"), {ids[1]: time.time() - 1})  # its retention ended

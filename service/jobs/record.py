@@ -1,0 +1,181 @@
+"""Typed job and chain records: a stored Redis hash is read once into a frozen dataclass (arq's `JobDef`), and
+nobody else indexes the hash by string. States and phases are enums used everywhere."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from service.codec import text
+from service.sampler import SamplerSettings
+
+
+class JobState(StrEnum):
+    """Where a job is in its life: queued -> running -> one of the terminal states."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """The job ended: nothing runs for it any more and its retention clock runs."""
+        return self in TERMINAL
+
+
+TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+
+
+class ChainPhase(StrEnum):
+    """Where one chain is."""
+
+    QUEUED = "queued"
+    WARMUP = "warmup"
+    SAMPLING = "sampling"
+    DONE = "done"
+    """Its draws are stored with the job."""
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobRecord:
+    """The job hash (`keys.job`). The pinned model is stored beside it (`keys.job_model`), so reading a record
+    costs the same for any model size."""
+
+    id: str
+    tenant: str
+    """Owner; another tenant's request for this id is a 404."""
+    name: str | None
+    labels: dict[str, str]
+    state: JobState
+    sampler: SamplerSettings
+    """Settings as accepted, the seed resolved (a job without one got a random seed at submit)."""
+    model_name: str | None
+    """The spec's `name`, the `model` label of its metrics."""
+    model_fingerprint: str
+    """sha256 of the pinned model (service.jobs.pinned)."""
+    structure: str
+    """Model.structure_key(): jobs with the same one share compiled programs."""
+    created_at: float
+    deadline: float
+    """Unix time after which a still-running job fails (Settings.job_timeout_seconds after submit)."""
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    @property
+    def seed(self) -> int:
+        assert self.sampler.seed is not None  # resolved at submit
+        return self.sampler.seed
+
+    @property
+    def chains(self) -> int:
+        return self.sampler.chains
+
+    @property
+    def iterations(self) -> int:
+        """Iterations of each chain, warmup included."""
+        return self.sampler.warmup + self.sampler.draws
+
+    @property
+    def model_label(self) -> str:
+        """The `model` label of the job's metrics: the spec's name, else the job's, else 'unnamed' (bounded)."""
+        return (self.model_name or self.name or "unnamed")[:100]
+
+    def to_hash(self) -> dict[str, str]:
+        out = {
+            "id": self.id,
+            "tenant": self.tenant,
+            "name": self.name or "",
+            "labels": json.dumps(self.labels),
+            "state": self.state.value,
+            "sampler": self.sampler.model_dump_json(),
+            "model_name": self.model_name or "",
+            "model_fingerprint": self.model_fingerprint,
+            "structure": self.structure,
+            "created_at": repr(self.created_at),
+            "deadline": repr(self.deadline),
+        }
+        for key in ("started_at", "finished_at"):
+            if (value := getattr(self, key)) is not None:
+                out[key] = repr(value)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[Any, Any]) -> JobRecord:
+        h = {text(k): text(v) for k, v in raw.items()}
+        return cls(
+            id=h["id"],
+            tenant=h["tenant"],
+            name=h.get("name") or None,
+            labels=json.loads(h.get("labels") or "{}"),
+            state=JobState(h["state"]),
+            sampler=SamplerSettings.model_validate_json(h["sampler"]),
+            model_name=h.get("model_name") or None,
+            model_fingerprint=h.get("model_fingerprint", ""),
+            structure=h.get("structure", ""),
+            created_at=float(h["created_at"]),
+            deadline=float(h["deadline"]),
+            started_at=_float(h.get("started_at")),
+            finished_at=_float(h.get("finished_at")),
+            error=h.get("error") or None,
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainProgress:
+    """The chain hash (`keys.chain`): one chain's progress, written by the worker running it."""
+
+    chain: int
+    phase: ChainPhase = ChainPhase.QUEUED
+    iteration: int = 0
+    """Iterations done, warmup included."""
+    of: int = 0
+    """Iterations in all (warmup + draws)."""
+    divergences: int = 0
+    """Divergent transitions after warmup so far."""
+    step_size: float | None = None
+    worker: str | None = None
+    """The worker that claimed it last."""
+    attempts: int = 0
+    """Times a worker started (or resumed) it; over Settings.max_attempts fails the job."""
+    error: str | None = None
+    """The last error of an attempt that failed."""
+
+    def to_hash(self) -> dict[str, str | int | float]:
+        out: dict[str, str | int | float] = {"phase": self.phase.value, "iteration": self.iteration, "of": self.of,
+                                             "divergences": self.divergences, "attempts": self.attempts}
+        if self.step_size is not None:
+            out["step_size"] = repr(self.step_size)
+        if self.worker:
+            out["worker"] = self.worker
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    @classmethod
+    def from_hash(cls, chain: int, raw: Mapping[Any, Any], *, of: int) -> ChainProgress:
+        """A chain hash as stored (fields missing while it is queued; `of` then from the job)."""
+        h = {text(k): text(v) for k, v in raw.items()}
+        return cls(
+            chain=chain,
+            phase=ChainPhase(h.get("phase") or ChainPhase.QUEUED),
+            iteration=int(h.get("iteration") or 0),
+            of=int(h.get("of") or of),
+            divergences=int(h.get("divergences") or 0),
+            step_size=_float(h.get("step_size")),
+            worker=h.get("worker") or None,
+            attempts=int(h.get("attempts") or 0),
+            error=h.get("error") or None,
+        )
+
+
+def _float(value: str | None) -> float | None:
+    return float(value) if value else None

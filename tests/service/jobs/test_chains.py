@@ -1,0 +1,67 @@
+"""Worker-side chain writes against a real Redis: guarded by the job's existence, expiring with the job."""
+
+from __future__ import annotations
+
+import numpy as np
+from redis import Redis
+
+from service import keys
+from service.codec import pack_block
+from service.jobs.chains import ChainWriter
+from service.jobs.record import ChainPhase, ChainProgress, JobState
+from service.jobs.store import JobStore
+from tests.service.jobs.conftest import keys_of, submit_eight_schools
+
+BLOB = pack_block({"mu": np.zeros(3)}, {"diverging": np.zeros(3, bool)})
+
+
+def every_write(writer: ChainWriter, job_id: str) -> None:
+    """Each worker write, as the error paths and the sampling loop make them."""
+    writer.start_attempt(job_id, 0, "worker-0")
+    writer.reset_live(job_id, 0, [BLOB])
+    writer.report_block(job_id, 0, BLOB, phase=ChainPhase.SAMPLING, iteration=5, of=10, divergences=0,
+                        step_size=0.5)
+    writer.record_error(job_id, 0, "RuntimeError: boom")
+    writer.fail(job_id, 1, "initialization failed")
+    writer.save(job_id, 1, BLOB)
+
+
+def test_writes_after_delete_leave_no_key(redis: Redis, store: JobStore) -> None:
+    job_id = submit_eight_schools(store)
+    assert keys_of(redis, job_id)
+    store.delete("t", job_id)
+    assert keys_of(redis, job_id) == []
+    writer = ChainWriter(redis)
+    every_write(writer, job_id)
+    assert writer.start_attempt(job_id, 0, "w") is None
+    assert writer.report_block(job_id, 0, BLOB, phase=ChainPhase.WARMUP, iteration=1, of=2, divergences=0,
+                               step_size=1.0) is None
+    assert writer.save(job_id, 0, BLOB) is False
+    assert keys_of(redis, job_id) == []
+
+
+def test_writes_after_the_job_ended_expire_with_it(redis: Redis, store: JobStore) -> None:
+    job_id = submit_eight_schools(store)
+    redis.delete(keys.live_blocks(job_id, 0))  # as if never written before the job ended
+    store.finish(job_id, JobState.CANCELLED, "cancelled by request")
+    every_write(ChainWriter(redis), job_id)
+    ttls = {k: redis.ttl(k) for k in keys_of(redis, job_id)}
+    assert keys.live_blocks(job_id, 0).encode() in ttls and keys.chain_draws(job_id, 1).encode() in ttls
+    assert all(0 < t <= 600 for t in ttls.values()), ttls
+
+
+def test_progress_and_attempts_are_recorded(redis: Redis, store: JobStore) -> None:
+    job_id = submit_eight_schools(store)
+    writer = ChainWriter(redis)
+    assert [writer.start_attempt(job_id, 1, "worker-1") for _ in range(3)] == [1, 2, 3]
+    state = writer.report_block(job_id, 1, BLOB, phase=ChainPhase.SAMPLING, iteration=1500, of=2000,
+                                divergences=2, step_size=0.25)
+    assert state is JobState.QUEUED
+    writer.record_error(job_id, 1, "OSError: no space left")
+    chain = store.chains(store.get("t", job_id))[1]
+    assert chain == ChainProgress(chain=1, phase=ChainPhase.SAMPLING, iteration=1500, of=2000, divergences=2,
+                                  step_size=0.25, worker="worker-1", attempts=3, error="OSError: no space left")
+    assert writer.last_error(job_id, 1) == "OSError: no space left"
+    assert redis.llen(keys.live_blocks(job_id, 1)) == 1
+    writer.reset_live(job_id, 1, [BLOB, BLOB])
+    assert redis.llen(keys.live_blocks(job_id, 1)) == 2
