@@ -6,9 +6,10 @@ functions `C()` (categorical) and `p()` (binomial successes/trials). formulae
 looks functions up by name in Python namespaces, so nothing else may reach it.
 
 The result is an ordinary graph spec: every later stage (validation, lowering,
-engine, results) is shared. Parameter names follow Bambi: `Intercept`, `x`,
-`f` (dims `f_dim`), `1|county` and `x|county` (dims `county`), `1|county_sigma`,
-`sigma`. Internal params (raw group effects, Cholesky factors) are not stored.
+engine, results) is shared; the columns are checked by data.py, as graph data
+are. Parameter names follow Bambi: `Intercept`, `x`, `f` (dims `f_dim`),
+`1|county` and `x|county` (dims `county`), `1|county_sigma`, `sigma`. Internal
+params (raw group effects, Cholesky factors) are not stored.
 
 Default priors are weakly informative and scaled to the data, as rstanarm's
 autoscaled defaults (see README): coefficients Normal(0, 2.5 sy/sx), intercept
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from service.exceptions import Problem, SpecError
-from service.language import expr
+from service.language import data, expr
 from service.language.catalog import DISTRIBUTIONS
 
 FORMULA_KEYS = ("spec", "formula", "family", "data", "priors", "trials", "sigma", "name", "description")
@@ -44,7 +45,6 @@ FAMILY_PARAMS = {
 }
 LINKS = {"gaussian": "identity", "student_t": "identity", "bernoulli": "logit", "binomial": "logit",
          "poisson": "log", "negative_binomial": "log", "gamma": "log", "beta": "logit"}
-MAX_ROWS = 1_000_000
 LKJ_ETA = 1.0
 """brms' default: uniform over correlation matrices."""
 
@@ -84,15 +84,17 @@ def compile_formula(doc: Mapping[str, Any]) -> dict[str, Any]:
         problems.append(Problem("formula", "must be a string such as 'y ~ 1 + x + (1 | group)'"))
     else:
         problems += _check_syntax(formula, "formula")
-    frame = _frame(doc.get("data"), problems)
+    columns = data.columns(doc.get("data"), problems)
     priors = doc.get("priors") or {}
     if not isinstance(priors, Mapping):
         problems.append(Problem("priors", "must be a mapping of term names to priors"))
         priors = {}
     if problems:
         raise SpecError(problems)
-    assert isinstance(formula, str) and frame is not None
-    return _Compiler(formula, str(family), frame, priors, doc).run()
+    assert isinstance(formula, str) and columns
+    import pandas as pd
+
+    return _Compiler(formula, str(family), pd.DataFrame(columns), priors, doc).run()
 
 
 def _check_syntax(formula: str, path: str) -> list[Problem]:
@@ -108,55 +110,6 @@ def _check_syntax(formula: str, path: str) -> list[Problem]:
         if name is not None and calls and name not in _ALLOWED_CALLS:
             return [Problem(path, f"function {name}() is not allowed in a formula (only C() and p())")]
     return []
-
-
-def _frame(raw: Any, problems: list[Problem]) -> Any:
-    import pandas as pd
-
-    if not isinstance(raw, Mapping) or not raw:
-        problems.append(Problem("data", "must be a mapping of column names to equal-length lists"))
-        return None
-    columns: dict[str, Any] = {}
-    lengths = set()
-    for name, values in raw.items():
-        path = f"data.{name}"
-        if not isinstance(name, str) or not expr.NAME_RE.match(name):
-            problems.append(Problem(path, "column names use letters, digits and underscores"))
-            continue
-        if not isinstance(values, list | tuple | np.ndarray) or len(values) == 0:
-            problems.append(Problem(path, "must be a non-empty list (a column)"))
-            continue
-        if len(values) > MAX_ROWS:
-            problems.append(Problem(path, f"more than {MAX_ROWS} rows"))
-            continue
-        array = np.asarray(values)
-        if array.ndim != 1:
-            problems.append(Problem(path, "must be a flat list (one value per row)"))
-            continue
-        if array.dtype.kind == "O" or array.dtype.kind == "U":
-            missing = next((i for i, v in enumerate(values) if v is None), None)
-            if missing is not None:
-                problems.append(Problem(f"{path}[{missing}]", "missing value (null); drop the row or impute"))
-                continue
-            if not all(isinstance(v, str) for v in values):
-                problems.append(Problem(path, "mixed numbers and strings; a column is all numbers or all strings"))
-                continue
-            array = array.astype(str)
-        elif array.dtype.kind == "b":
-            array = array.astype(np.int64)
-        elif array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-            bad = int(np.argwhere(~np.isfinite(array))[0, 0])
-            problems.append(Problem(f"{path}[{bad}]", "NaN, infinite or missing value"))
-            continue
-        elif array.dtype.kind not in "iuf":
-            problems.append(Problem(path, "must hold numbers or strings"))
-            continue
-        lengths.add(len(array))
-        columns[name] = array
-    if len(lengths) > 1:
-        problems.append(Problem("data", f"columns have different lengths: {sorted(lengths)}"))
-        return None
-    return pd.DataFrame(columns) if columns else None
 
 
 class _Compiler:

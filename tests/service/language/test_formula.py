@@ -129,6 +129,10 @@ BAD: dict[str, tuple[dict[str, Any], str, str]] = {
                       "missing"),
     "ragged columns": ({"spec": 1, "formula": "y ~ x", "data": {"y": [1.0, 2.0], "x": [1.0]}}, "data",
                        "different lengths"),
+    "nested column": ({"spec": 1, "formula": "y ~ x", "data": {"y": [1.0, 2.0], "x": [[1], [2, 3]]}}, "data.x",
+                      "must be a flat list"),
+    "huge integer": ({"spec": 1, "formula": "y ~ x", "data": {"y": [1.0, 2.0], "x": [1, 2**62 + 1]}}, "data.x",
+                     "integer too large"),
     "no formula": ({"spec": 1, "formula": 3, "data": table()}, "formula", "must be a string"),
     "unknown field": (spec("y ~ x", prior={}), "prior", "unknown field"),
 }

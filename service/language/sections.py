@@ -1,0 +1,253 @@
+"""Reading a graph spec's sections into drafts: fields checked, expressions parsed, distributions bound.
+
+A draft is a node as the user wrote it, read but not resolved: its name is not
+checked yet, the order is the user's and shapes are unknown (names.py and
+resolve.py take it from here). Data go through data.py.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.exceptions import Problem, SpecError
+from service.language import expr
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, DistInfo
+from service.language.data import arrays
+from service.language.expr import Call, Node
+
+TOP_KEYS = ("spec", "data", "coords", "params", "define", "observe", "name", "description")
+PARAM_KEYS = ("dist", "dims", "shape", "reparam", "label", "keep")
+DEFINE_KEYS = ("expr", "dims", "label", "keep")
+MAX_NAMES = 2_000
+"""Entries per section."""
+LABEL_RE = re.compile(r"^[^\x00-\x1f/\\]{1,128}$")
+"""Labels name variables in the draws (`1|county`): printable, no slashes (netCDF paths)."""
+
+
+@dataclass(frozen=True)
+class DistDraft:
+    """A distribution call bound to its catalog entry."""
+
+    name: str
+    info: DistInfo
+    args: dict[str, Node]
+    """Arguments by numpyro's parameter names, positional ones included."""
+    path: str
+
+
+@dataclass(frozen=True)
+class ParamDraft:
+    name: str
+    dist: DistDraft | None
+    """None after a problem with the distribution (reported)."""
+    dims: list[str] | None
+    shape: list[Any] | None
+    """Sizes as written: integers, or names of integer scalar data."""
+    noncentered: bool
+    path: str
+    label: str = ""
+    keep: bool = True
+
+
+@dataclass(frozen=True)
+class DefineDraft:
+    name: str
+    node: Node | None
+    """The parsed expression; None after a problem with it (reported)."""
+    dims: list[str] | None
+    path: str
+    """Where the expression is: `define.x`, or `define.x.expr` in the long form."""
+    label: str = ""
+    keep: bool = True
+
+
+Draft = ParamDraft | DefineDraft
+
+
+@dataclass(frozen=True)
+class Sections:
+    """A graph spec read section by section; what could not be read is left out, its problem recorded."""
+
+    data: dict[str, np.ndarray]
+    coords: dict[str, list[Any]]
+    params: list[ParamDraft]
+    defines: list[DefineDraft]
+    observes: dict[str, DistDraft | None]
+    """By data name; None where the distribution had a problem, so the name is still checked."""
+
+    @property
+    def drafts(self) -> list[Draft]:
+        return [*self.params, *self.defines]
+
+
+def read(doc: Mapping[str, Any], problems: list[Problem]) -> Sections:
+    """Read every section of a graph spec (its version already checked)."""
+    for key in doc:
+        if key not in TOP_KEYS:
+            problems.append(Problem(str(key), f"unknown section; expected one of {', '.join(TOP_KEYS)}"))
+    data = arrays(_section(doc, "data", problems), problems)
+    coords = _coords(_section(doc, "coords", problems), problems)
+    params = [_param(str(k), v, problems) for k, v in _section(doc, "params", problems).items()]
+    defines = [_define(str(k), v, problems) for k, v in _section(doc, "define", problems).items()]
+    observes = {str(k): _observe(str(k), v, problems) for k, v in _section(doc, "observe", problems).items()}
+    if not params:
+        problems.append(Problem("params", "a model needs at least one param to sample"))
+    return Sections(data, coords, params, defines, observes)
+
+
+def dist(raw: Any, path: str, problems: list[Problem]) -> DistDraft | None:
+    """Parse a distribution call and bind its arguments to the catalog's parameter names."""
+    try:
+        node = expr.parse(raw, path)
+    except SpecError as exc:
+        problems += exc.problems
+        return None
+    if not isinstance(node, Call):
+        problems.append(Problem(path, f"expected a distribution such as Normal(0, 1), got "
+                                      f"{expr.to_text(node)!r:.60}"))
+        return None
+    info = DISTRIBUTIONS.get(node.func)
+    if info is None:
+        hint = difflib.get_close_matches(node.func, DISTRIBUTIONS, n=1)
+        where = "a function, not a distribution" if node.func in FUNCTIONS else "unknown distribution"
+        problems.append(Problem(path, f"{where} {node.func!r}" + (f"; did you mean {hint[0]}?" if hint else "")))
+        return None
+    if len(node.args) > len(info.params):
+        problems.append(Problem(path, f"{node.func} takes at most {len(info.params)} positional argument(s) "
+                                      f"({', '.join(info.params)}), got {len(node.args)}"))
+        return None
+    args: dict[str, Node] = dict(zip(info.params, node.args, strict=False))
+    for key, value in node.kwargs:
+        if key not in info.params:
+            problems.append(Problem(path, f"{node.func} has no argument {key!r}; its arguments are "
+                                          f"{', '.join(info.params)}"))
+            return None
+        if key in args:
+            problems.append(Problem(path, f"{node.func}: argument {key!r} given twice"))
+            return None
+        args[key] = value
+    missing = sorted(info.required - set(args))
+    if missing:
+        problems.append(Problem(path, f"{node.func} needs argument(s) {', '.join(missing)}"))
+        return None
+    if info.one_of and sum(k in args for k in info.one_of) != 1:
+        problems.append(Problem(path, f"{node.func} needs exactly one of {', '.join(info.one_of)}"))
+        return None
+    return DistDraft(node.func, info, args, path)
+
+
+def _section(doc: Mapping[str, Any], key: str, problems: list[Problem]) -> Mapping[Any, Any]:
+    value = doc.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        problems.append(Problem(key, f"must be a mapping of names, got {type(value).__name__}"))
+        return {}
+    if len(value) > MAX_NAMES:
+        problems.append(Problem(key, f"more than {MAX_NAMES} entries"))
+        return {}
+    return value
+
+
+def _coords(raw: Mapping[Any, Any], problems: list[Problem]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for key, labels in raw.items():
+        path = f"coords.{key}"
+        if not isinstance(labels, list) or not labels:
+            problems.append(Problem(path, "must be a non-empty list of labels"))
+            continue
+        if not all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in labels):
+            problems.append(Problem(path, "labels must be strings or numbers"))
+            continue
+        if len(set(labels)) != len(labels):
+            problems.append(Problem(path, "labels must be unique"))
+            continue
+        out[str(key)] = list(labels)
+    return out
+
+
+def _param(name: str, raw: Any, problems: list[Problem]) -> ParamDraft:
+    path = f"params.{name}"
+    if not isinstance(raw, Mapping):
+        return ParamDraft(name, dist(raw, path, problems), None, None, False, path)
+    for key in raw:
+        if key not in PARAM_KEYS:
+            problems.append(Problem(f"{path}.{key}", f"unknown field; expected one of {', '.join(PARAM_KEYS)}"))
+    dims = _name_list(raw.get("dims"), f"{path}.dims", problems)
+    shape = raw.get("shape")
+    if shape is not None and not isinstance(shape, list):
+        problems.append(Problem(f"{path}.shape", "must be a list of sizes (integers or integer data names)"))
+        shape = None
+    if dims is not None and shape is not None:
+        problems.append(Problem(path, "give dims or shape, not both"))
+    reparam = raw.get("reparam")
+    if reparam not in (None, "noncentered", "centered"):
+        problems.append(Problem(f"{path}.reparam", f"unknown reparam {reparam!r}; use noncentered or centered"))
+    label, keep = _label_keep(raw, path, problems)
+    if "dist" not in raw:
+        problems.append(Problem(f"{path}.dist", "missing"))
+        return ParamDraft(name, None, dims, shape, False, path)
+    bound = dist(raw["dist"], f"{path}.dist", problems)
+    if reparam == "noncentered" and bound is not None and not bound.info.loc_scale:
+        problems.append(Problem(f"{path}.reparam", f"noncentered needs a location-scale distribution "
+                                                   f"({', '.join(LOC_SCALE)}), got {bound.name}"))
+    return ParamDraft(name, bound, dims, shape, reparam == "noncentered", path, label, keep)
+
+
+def _define(name: str, raw: Any, problems: list[Problem]) -> DefineDraft:
+    path = f"define.{name}"
+    dims = None
+    label, keep = "", True
+    if isinstance(raw, Mapping):
+        for key in raw:
+            if key not in DEFINE_KEYS:
+                problems.append(Problem(f"{path}.{key}", f"unknown field; expected one of {', '.join(DEFINE_KEYS)}"))
+        dims = _name_list(raw.get("dims"), f"{path}.dims", problems)
+        label, keep = _label_keep(raw, path, problems)
+        path, raw = f"{path}.expr", raw.get("expr")
+    try:
+        node = expr.parse(raw, path)
+    except SpecError as exc:
+        problems += exc.problems
+        return DefineDraft(name, None, dims, path, label, keep)
+    if isinstance(node, Call) and node.func in DISTRIBUTIONS:
+        problems.append(Problem(path, f"{node.func} is a distribution; random variables belong under params"))
+        return DefineDraft(name, None, dims, path, label, keep)
+    return DefineDraft(name, node, dims, path, label, keep)
+
+
+def _observe(name: str, raw: Any, problems: list[Problem]) -> DistDraft | None:
+    path = f"observe.{name}"
+    if isinstance(raw, Mapping):
+        for key in raw:
+            if key != "dist":
+                problems.append(Problem(f"{path}.{key}", "unknown field; expected dist"))
+        path, raw = f"{path}.dist", raw.get("dist")
+    return dist(raw, path, problems)
+
+
+def _label_keep(raw: Mapping[str, Any], path: str, problems: list[Problem]) -> tuple[str, bool]:
+    label = raw.get("label", "")
+    if not isinstance(label, str) or (label and not LABEL_RE.match(label)):
+        problems.append(Problem(f"{path}.label", "a label is 1-128 printable characters without slashes"))
+        label = ""
+    keep = raw.get("keep", True)
+    if not isinstance(keep, bool):
+        problems.append(Problem(f"{path}.keep", "must be true or false"))
+        keep = True
+    return label, keep
+
+
+def _name_list(raw: Any, path: str, problems: list[Problem]) -> list[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        problems.append(Problem(path, "must be a list of coordinate names"))
+        return None
+    return list(raw)
