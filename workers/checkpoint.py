@@ -3,8 +3,10 @@
 Layout under the job's checkpoint directory:
 
     job.json                  which job this directory belongs to (fingerprint, seed)
-    chain-<c>/block-<b>.npz   one file per finished block: the block's kept draws and
-                              sample stats, and the full sampler state after it
+    chain-<c>/block-<b>.npz   one file per finished block: the block's kept draws
+                              (`draw/<name>`) and sample stats (`stat/<name>`), and the
+                              full sampler state after it, one array per field
+                              (`state/<field path>`, see workers.state.SamplerState)
 
 Each block file is written to a temporary name, fsynced and renamed, so a reader
 sees either the whole block or none of it. The newest block file holds the state
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,8 @@ import numpy as np
 
 from service.exceptions import CheckpointMismatchError
 
-FORMAT = 1
+FORMAT = 2
+"""Layout version of job.json and the block files. 2: the sampler state stored by field name (1: by position)."""
 _BLOCK_RE = re.compile(r"^block-(\d{6})\.npz$")
 
 
@@ -54,14 +58,26 @@ def claim_directory(root: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     path = root / "job.json"
     if path.exists():
         stored = json.loads(path.read_text())
-        if stored.get("format") != FORMAT or stored.get("job") != manifest["job"]:
-            raise CheckpointMismatchError(
-                f"{root} holds checkpoints of another job (or engine format); use a new directory"
-            )
+        check_format(stored.get("format"), root)
+        if stored.get("job") != manifest["job"]:
+            raise CheckpointMismatchError(f"{root} holds checkpoints of another job; use a new directory")
         return dict(stored)
     stored = {"format": FORMAT, **manifest}
     write_atomic(path, lambda f: f.write(json.dumps(stored, indent=1).encode()))
     return stored
+
+
+def check_format(found: Any, where: Path) -> None:
+    """Refuse checkpoints of another layout version, saying what to do."""
+    if found == FORMAT:
+        return
+    if isinstance(found, int) and found > FORMAT:
+        raise CheckpointMismatchError(
+            f"{where} holds checkpoint format {found}, written by a newer chainyard (this one reads {FORMAT}); "
+            "upgrade chainyard or use a new directory")
+    raise CheckpointMismatchError(
+        f"{where} holds checkpoint format {found}, written by an older chainyard (this one reads {FORMAT}); "
+        "it cannot be resumed: delete the directory and rerun the job from the start")
 
 
 @dataclass
@@ -69,10 +85,17 @@ class Resumed:
     """What the newest checkpoint of a chain holds, plus the draws of all its blocks."""
 
     block: int
-    state: list[np.ndarray]
+    """Index of the newest block."""
+    state: dict[str, np.ndarray]
+    """Sampler state after the newest block, by field path (`SamplerState.to_arrays()`)."""
     meta: dict[str, Any]
+    """Metadata of the newest block."""
     draws: list[dict[str, np.ndarray]] = field(default_factory=list)
+    """Kept draws of every block, oldest first."""
     stats: list[dict[str, np.ndarray]] = field(default_factory=list)
+    """Sample stats of every block, oldest first."""
+    metas: list[dict[str, Any]] = field(default_factory=list)
+    """Metadata of every block, oldest first."""
 
 
 class ChainStore:
@@ -82,33 +105,34 @@ class ChainStore:
         self.dir = root / f"chain-{chain}"
         self.dir.mkdir(parents=True, exist_ok=True)
 
-    def save(self, block: int, state: list[np.ndarray], draws: dict[str, np.ndarray],
+    def save(self, block: int, state: Mapping[str, np.ndarray], draws: dict[str, np.ndarray],
              stats: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        arrays: dict[str, np.ndarray] = {f"state/{i}": np.asarray(leaf) for i, leaf in enumerate(state)}
+        """Write block `block`: its draws and stats, and the sampler state after it by field path."""
+        arrays: dict[str, np.ndarray] = {f"state/{k}": np.asarray(v) for k, v in state.items()}
         arrays.update({f"draw/{k}": v for k, v in draws.items()})
         arrays.update({f"stat/{k}": v for k, v in stats.items()})
-        arrays["meta"] = np.asarray(json.dumps({**meta, "format": FORMAT, "block": block, "n_state": len(state)}))
+        arrays["meta"] = np.asarray(json.dumps({**meta, "format": FORMAT, "block": block}))
         write_atomic(self.dir / f"block-{block:06d}.npz", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
     def blocks(self) -> list[Path]:
         return sorted(p for p in self.dir.iterdir() if _BLOCK_RE.match(p.name))
 
     def load(self) -> Resumed | None:
+        """The newest block's state and metadata and every block's draws; None before the first block."""
         files = self.blocks()
         if not files:
             return None
-        resumed: Resumed | None = None
-        draws, stats = [], []
+        resumed = Resumed(block=len(files) - 1, state={}, meta={})
         for i, path in enumerate(files):
             with np.load(path, allow_pickle=False) as npz:
                 meta = json.loads(str(npz["meta"]))
-                if meta.get("format") != FORMAT or meta.get("block") != i:
-                    raise CheckpointMismatchError(f"{path}: unexpected checkpoint format or a missing block")
-                draws.append({k[5:]: npz[k] for k in npz.files if k.startswith("draw/")})
-                stats.append({k[5:]: npz[k] for k in npz.files if k.startswith("stat/")})
-                if i == len(files) - 1:
-                    state = [npz[f"state/{j}"] for j in range(meta["n_state"])]
-                    resumed = Resumed(block=i, state=state, meta=meta)
-        assert resumed is not None
-        resumed.draws, resumed.stats = draws, stats
+                check_format(meta.get("format"), self.dir)
+                if meta.get("block") != i:
+                    raise CheckpointMismatchError(f"{path}: block {i} is missing")
+                resumed.draws.append({k[5:]: npz[k] for k in npz.files if k.startswith("draw/")})
+                resumed.stats.append({k[5:]: npz[k] for k in npz.files if k.startswith("stat/")})
+                resumed.metas.append(meta)
+                if i == resumed.block:
+                    resumed.state = {k[6:]: npz[k] for k in npz.files if k.startswith("state/")}
+                    resumed.meta = meta
         return resumed

@@ -1,0 +1,80 @@
+"""Checkpoint files: the sampler state by field name, older layouts refused with what to do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.exceptions import CheckpointMismatchError
+from service.language.validate import validate
+from service.sampler import SamplerSettings
+from tests.workers.test_state import FIELDS
+
+pytestmark = pytest.mark.usefixtures("jax_ready")
+
+SETTINGS = SamplerSettings(chains=1, warmup=20, draws=10, seed=3)
+OLDER = r"written by an older chainyard \(this one reads 2\); it cannot be resumed: delete the directory and rerun"
+
+
+def test_block_files_hold_the_sampler_state_by_field_name(eight_schools: dict[str, Any], tmp_path: Path) -> None:
+    from workers.engine import Engine
+
+    Engine().run(validate(eight_schools), SETTINGS, checkpoint_dir=tmp_path)
+    newest = sorted(tmp_path.glob("chain-0/block-*.npz"))[-1]
+    with np.load(newest, allow_pickle=False) as npz:
+        assert {k.removeprefix("state/") for k in npz.files if k.startswith("state/")} == FIELDS
+        meta = json.loads(str(npz["meta"]))
+        assert int(npz["state/iteration"]) == 30
+    assert meta["format"] == 2
+    assert meta["iteration"] == meta["progress"]["iteration"] == 30
+    assert meta["progress"]["phase"] == "done"
+    assert json.loads((tmp_path / "job.json").read_text())["format"] == 2
+
+
+def write_format_1(root: Path, fingerprint: str) -> None:
+    """A directory as chainyard wrote it before format 2: the state as anonymous leaves state/0, state/1, ..."""
+    (root / "chain-0").mkdir(parents=True)
+    (root / "job.json").write_text(json.dumps({"format": 1, "job": fingerprint, "seed": 3}))
+    meta = {"job": fingerprint, "chain": 0, "iteration": 16, "format": 1, "block": 0, "n_state": 2}
+    np.savez(root / "chain-0" / "block-000000.npz", **{"state/0": np.int64(16), "state/1": np.zeros(10),
+                                                      "meta": np.asarray(json.dumps(meta))})
+
+
+def test_a_format_1_checkpoint_is_refused_with_what_to_do(eight_schools: dict[str, Any], tmp_path: Path) -> None:
+    from workers.checkpoint import ChainStore
+    from workers.engine import Engine, job_fingerprint
+
+    model = validate(eight_schools)
+    write_format_1(tmp_path, job_fingerprint(model, SETTINGS, 3))
+    with pytest.raises(CheckpointMismatchError, match=f"checkpoint format 1, {OLDER}"):
+        Engine().run(model, SETTINGS, checkpoint_dir=tmp_path)
+    # a worker opening the chain's files directly gets the same answer
+    with pytest.raises(CheckpointMismatchError, match=OLDER):
+        ChainStore(tmp_path, 0).load()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda a: a.pop("state/adapt_state/inverse_mass_matrix"), "adapt_state/inverse_mass_matrix missing"),
+        (lambda a: a.update({"state/position": np.zeros((2, 10))}),
+         r"position is float64\[2, 10\], expected float64\[10\]"),
+    ],
+)
+def test_a_checkpoint_missing_or_misshaping_a_field_is_refused(
+        eight_schools: dict[str, Any], tmp_path: Path, tamper: Any, message: str) -> None:
+    from workers.engine import Engine
+
+    model = validate(eight_schools)
+    Engine().run(model, SETTINGS, checkpoint_dir=tmp_path)
+    newest = sorted(tmp_path.glob("chain-0/block-*.npz"))[-1]
+    with np.load(newest, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    tamper(arrays)
+    np.savez(newest, **arrays)
+    with pytest.raises(CheckpointMismatchError, match=f"chain-0: sampler state does not match the model: {message}"):
+        Engine().run(model, SETTINGS, checkpoint_dir=tmp_path)

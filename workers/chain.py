@@ -1,0 +1,203 @@
+"""One chain of a job: start (or resume from its newest checkpoint), then step block by block.
+
+The kernel's state carries its own PRNG key and iteration counter, so where
+blocks start and end does not change a single draw: a chain stopped after any
+block and resumed from its checkpoint continues bit for bit. Chain c of a job
+always starts from `fold_in(PRNGKey(seed), c)` and runs as a single-chain
+kernel, so its draws do not depend on which process runs it or what else runs
+beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from service.exceptions import CheckpointMismatchError
+from service.language.ir import Model
+from service.sampler import Role, SamplerSettings
+from workers.checkpoint import ChainStore, Resumed
+from workers.program import STAT_NAMES, Program, program_for
+from workers.state import SamplerState
+
+FIRST_BLOCK = 16
+"""Iterations of a chain's first block (it includes compiling); later blocks are sized from the time taken."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One chain's position, reported after every block."""
+
+    chain: int
+    phase: str  # warmup | sampling | done
+    iteration: int
+    of: int
+    divergences: int
+    step_size: float
+    block_warmup: int = 0
+    """Warmup iterations in the block just run."""
+    block_sampling: int = 0
+    """Sampling iterations in the block just run."""
+    block_gradients: int = 0
+    """Gradient evaluations (leapfrog steps) in the block just run."""
+
+
+@dataclass
+class ChainDraws:
+    """Kept draws and sample stats of one chain, each (draw, *shape)."""
+
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+    gradient_evaluations: int = 0
+
+
+@dataclass(frozen=True)
+class Block:
+    """One finished block of a chain."""
+
+    draws: dict[str, np.ndarray]
+    """Kept draws of the block, (draw, *shape); empty along draw during warmup."""
+    stats: dict[str, np.ndarray]
+    """Sample stats of the kept draws (STAT_NAMES)."""
+    progress: Progress
+    """The chain's position after the block."""
+
+
+def chain_key(seed: int, chain: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.PRNGKey(seed), chain)
+
+
+def job_fingerprint(model: Model, settings: SamplerSettings, seed: int) -> str:
+    """Identity of a job's chains: model, data and every setting that changes a chain's draws."""
+    relevant = settings.values(Role.COMPILED, Role.DRAWS)
+    text = json.dumps({"model": model.fingerprint(), "settings": relevant, "seed": seed}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(kw_only=True)
+class Chain:
+    """A chain between blocks: its compiled program, its sampler state, and where its blocks are checkpointed."""
+
+    program: Program
+    data: dict[str, jax.Array]
+    settings: SamplerSettings
+    chain: int
+    state: SamplerState
+    """Sampler state after the last block run or restored."""
+    progress: Progress
+    """Position now (after restore or the last step)."""
+    store: ChainStore | None
+    fingerprint: str
+    block_seconds: float
+    restored: list[Block] = field(default_factory=list)
+    """Blocks restored from the checkpoint (empty on a fresh start)."""
+    blocks: list[Block] = field(default_factory=list)
+    """Blocks run by this Chain."""
+    gradient_evaluations: int = 0
+    """Gradient evaluations of the blocks run by this Chain."""
+    next_size: int = FIRST_BLOCK
+    """Iterations of the next block."""
+
+    @classmethod
+    def open(cls, model: Model, settings: SamplerSettings, *, seed: int, chain: int, store: ChainStore | None,
+             fingerprint: str, block_seconds: float, max_block: int) -> Chain:
+        """Initial state, or the state of the newest checkpoint in `store` (InitializationError /
+        CheckpointMismatchError)."""
+        program = program_for(model, settings, max_block=max_block)
+        data = {k: jnp.asarray(v) for k, v in model.data.items()}
+        key = chain_key(seed, chain)
+        resumed = store.load() if store is not None else None
+        common: dict[str, Any] = dict(program=program, data=data, settings=settings, chain=chain, store=store,
+                                      fingerprint=fingerprint, block_seconds=block_seconds,
+                                      next_size=min(FIRST_BLOCK, program.max_block))
+        if resumed is None:
+            state = program.init(key, data)
+            start = Progress(chain, "warmup" if settings.warmup else "sampling", 0,
+                             settings.warmup + settings.draws, 0, float(state.adapt_state.step_size))
+            return cls(state=state, progress=start, **common)
+        assert store is not None
+        state, restored = _restore(resumed, program.state_shapes(key, data), store, fingerprint)
+        return cls(state=state, progress=restored[-1].progress, restored=restored, **common)
+
+    @property
+    def done(self) -> bool:
+        """All warmup and draws iterations run."""
+        return self.progress.iteration >= self.progress.of
+
+    def step(self) -> Block:
+        """Run one block (sized to aim at block_seconds), checkpoint it to the store, return it."""
+        if self.done:
+            raise RuntimeError(f"chain {self.chain} is done")
+        warmup, total, thin = self.settings.warmup, self.settings.warmup + self.settings.draws, self.settings.thin
+        todo = min(self.next_size, total - self.progress.iteration)
+        started = time.perf_counter()
+        state, (out, raw) = self.program.run_block(self.state, self.data, todo)
+        out, raw = jax.device_get((out, raw))
+        arrays = state.to_arrays()
+        elapsed = time.perf_counter() - started
+        iteration = raw["i"][:todo] - 1  # 0-based index of each transition
+        kept = (iteration >= warmup) & ((iteration - warmup) % thin == 0)
+        draws = {k: v[:todo][kept] for k, v in out.items()}
+        stats = _stats(raw, todo, kept)
+        gradients = int(raw["n_steps"][:todo].sum())
+        in_warmup = int((iteration < warmup).sum())
+        done = int(iteration[-1]) + 1
+        phase = "done" if done >= total else ("warmup" if done < warmup else "sampling")
+        progress = Progress(self.chain, phase, done, total, self.progress.divergences + int(stats["diverging"].sum()),
+                            float(raw["step_size"][todo - 1]), block_warmup=in_warmup,
+                            block_sampling=todo - in_warmup, block_gradients=gradients)
+        if self.store is not None:
+            meta = {"job": self.fingerprint, "chain": self.chain, "iteration": done,
+                    "progress": dataclasses.asdict(progress)}
+            self.store.save(len(self.restored) + len(self.blocks), arrays, draws, stats, meta)
+        block = Block(draws=draws, stats=stats, progress=progress)
+        self.state, self.progress = state, progress
+        self.blocks.append(block)
+        self.gradient_evaluations += gradients
+        # aim blocks at block_seconds; grow at most 8x at a time (the first block includes compiling)
+        self.next_size = int(max(1, min(self.program.max_block, self.next_size * 8,
+                                        todo * self.block_seconds / max(elapsed, 1e-6))))
+        return block
+
+    def result(self) -> ChainDraws:
+        """All kept draws and stats so far (restored and run), concatenated."""
+        blocks = [*self.restored, *self.blocks]
+        return ChainDraws(
+            draws={k: np.concatenate([b.draws[k] for b in blocks]) for k in self.program.outputs.values()},
+            stats={k: np.concatenate([b.stats[k] for b in blocks]) for k in STAT_NAMES},
+            gradient_evaluations=self.gradient_evaluations,
+        )
+
+
+def _restore(resumed: Resumed, shapes: SamplerState, store: ChainStore,
+             fingerprint: str) -> tuple[SamplerState, list[Block]]:
+    """The state and blocks of a checkpoint, checked against the job and the model's state shapes."""
+    if resumed.meta.get("job") != fingerprint:
+        raise CheckpointMismatchError(f"{store.dir}: checkpoint of another job")
+    try:
+        state = SamplerState.from_arrays(resumed.state, like=shapes)
+        progress = [Progress(**meta["progress"]) for meta in resumed.metas]
+    except CheckpointMismatchError as exc:
+        raise CheckpointMismatchError(f"{store.dir}: {exc}") from None
+    except (KeyError, TypeError) as exc:
+        raise CheckpointMismatchError(f"{store.dir}: block metadata without a valid progress record") from exc
+    blocks = [Block(draws=d, stats=s, progress=p)
+              for d, s, p in zip(resumed.draws, resumed.stats, progress, strict=True)]
+    if int(state.iteration) != blocks[-1].progress.iteration:
+        raise CheckpointMismatchError(f"{store.dir}: sampler state and block metadata disagree on the iteration")
+    return state, blocks
+
+
+def _stats(raw: dict[str, np.ndarray], todo: int, kept: np.ndarray) -> dict[str, np.ndarray]:
+    out = {k: np.asarray(raw[k][:todo][kept]) for k in STAT_NAMES if k in raw}
+    # NUTS tree depth from the number of leapfrog steps, as ArviZ's from_numpyro does
+    out["tree_depth"] = np.floor(np.log2(np.maximum(out["n_steps"], 1))).astype(np.int64) + 1
+    return out

@@ -1,0 +1,187 @@
+"""The compiled NUTS block for one model structure, data shapes and sampler settings, and its cache.
+
+Why not `MCMC.run`: called per job it re-traces and recompiles every time and
+grows the process; here one compiled block function per (model structure, data
+shapes, compiled settings) is reused by every chain and every later job.
+
+A block runs up to `n` NUTS transitions (warmup included) in one `lax.scan` of
+fixed length whose steps past `n` are skipped, so any block length runs the same
+compiled code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from numpyro.infer import init_to_feasible, init_to_median, init_to_sample, init_to_uniform
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import ParamInfo, initialize_model
+
+from service.exceptions import InitializationError
+from service.language.ir import Model
+from service.sampler import Role, SamplerSettings
+from workers.lower import lower
+from workers.state import SamplerState
+
+STAT_NAMES = ("diverging", "n_steps", "tree_depth", "step_size", "energy", "lp", "acceptance_rate")
+MAX_BLOCK_BYTES = 64 * 1024 * 1024
+"""Bound on one block's output buffer; big models get shorter blocks."""
+PROGRAM_CACHE_SIZE = 16
+"""Programs kept compiled in a process; the least recently used beyond this are dropped."""
+NO_VALID_START = (
+    "initialization failed: log density is -inf (or its gradient not finite) at every tried point; "
+    "check priors against the data and the init strategy"
+)
+
+_INIT_STRATEGIES = {
+    "uniform": init_to_uniform,
+    "median": init_to_median,
+    "sample": init_to_sample,
+    "feasible": init_to_feasible,
+}
+
+
+class Program:
+    """The compiled pieces for one model structure, data shapes and sampler settings.
+
+    NUTS runs on one flat vector of unconstrained parameters (numpyro's functional
+    `hmc(potential_fn_gen=...)`), not on a dict of sites: every tree-building
+    step then works on one array instead of one per site, which measured 1.5-3.4x
+    more gradient evaluations per second than `NUTS(model)` on the examples.
+    """
+
+    def __init__(self, model: Model, settings: SamplerSettings, *, max_block: int) -> None:
+        self.settings = settings
+        self.model_fn = lower(model)
+        self.init_strategy = _INIT_STRATEGIES[settings.init]()
+        kept = model.kept(settings.keep)
+        self.outputs = {n.name: n.output for n in kept}  # site name -> name in the draws
+        per_iteration = 8 * (sum(int(np.prod(n.shape)) for n in kept) + len(STAT_NAMES) + 1)
+        self.max_block = max(8, min(max_block, MAX_BLOCK_BYTES // per_iteration))
+        self.block = jax.jit(self._block)
+        self._lock = threading.Lock()
+        self._compiled = False
+        self._kernels: Any = None  # (sample_kernel, postprocess_fn_gen, unravel), built by the first init
+        self._init: Any = None
+
+    def init(self, key: jax.Array, data: dict[str, jax.Array]) -> SamplerState:
+        """Initial state of a chain (jitted after the first), with strong dtypes like a restored state."""
+        key_state, key_init = jax.random.split(key)
+        self._ensure_built(key_init, data)
+        state, valid = self._init(key_init, key_state, data)
+        if not bool(valid):
+            raise InitializationError(NO_VALID_START)
+        # through numpy: weakly typed scalars become strong, so fresh and restored states share one compiled block
+        return SamplerState.from_numpyro(state).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
+
+    def state_shapes(self, key: jax.Array, data: dict[str, jax.Array]) -> SamplerState:
+        """Shapes and dtypes of a chain's state (`jax.ShapeDtypeStruct`s), without running anything."""
+        key_state, key_init = jax.random.split(key)
+        self._ensure_built(key_init, data)
+        state, _ = jax.eval_shape(self._init, key_init, key_state, data)
+        return SamplerState.from_numpyro(state)
+
+    def run_block(self, state: SamplerState, data: dict[str, jax.Array], n: int) -> tuple[SamplerState, Any]:
+        """Up to `n` transitions from `state`: the state after them and their (draws, stats), max_block long."""
+        if self._compiled:
+            after, out = self.block(state.to_numpyro(), data, n)
+            return SamplerState.from_numpyro(after), out
+        with self._lock:  # the first call traces and compiles; other chains wait for it
+            after, out = self.block(state.to_numpyro(), data, n)
+            jax.block_until_ready(out)
+            self._compiled = True
+            return SamplerState.from_numpyro(after), out
+
+    def _ensure_built(self, key_init: jax.Array, data: dict[str, jax.Array]) -> None:
+        with self._lock:
+            if self._kernels is None:
+                self._build(key_init, data)
+
+    def _build(self, key: jax.Array, data: dict[str, jax.Array]) -> None:
+        """Trace the model once (eagerly, so numpyro's own checks run) and build the flat NUTS kernels."""
+        try:
+            info = initialize_model(key, self.model_fn, model_args=(data,), dynamic_args=True,
+                                    init_strategy=self.init_strategy)
+        except RuntimeError as exc:
+            if "valid initial" in str(exc):
+                raise InitializationError(NO_VALID_START) from None
+            raise
+        except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
+            raise InitializationError(f"initialization failed: {exc}") from None
+        _, unravel = ravel_pytree(info.param_info.z)
+        potential_gen, postprocess_gen = info.potential_fn, info.postprocess_fn
+
+        def flat_potential(data: dict[str, jax.Array]) -> Any:
+            potential = potential_gen(data)
+            return lambda z: potential(unravel(z))
+
+        init_kernel, sample_kernel = hmc(potential_fn_gen=flat_potential, algo="NUTS")
+        settings, model_fn, strategy = self.settings, self.model_fn, self.init_strategy
+
+        def init(key_init: jax.Array, key_state: jax.Array, data: dict[str, jax.Array]) -> Any:
+            start = initialize_model(key_init, model_fn, model_args=(data,), dynamic_args=True,
+                                     init_strategy=strategy).param_info
+            z, grad = ravel_pytree(start.z)[0], ravel_pytree(start.z_grad)[0]
+            state = init_kernel(
+                ParamInfo(z, start.potential_energy, grad),
+                num_warmup=settings.warmup,
+                dense_mass=settings.dense_mass,
+                target_accept_prob=settings.target_accept,
+                max_tree_depth=settings.max_tree_depth,
+                model_args=(data,),
+                rng_key=key_state,
+            )
+            valid = jnp.isfinite(start.potential_energy) & jnp.all(jnp.isfinite(grad))
+            return state, valid
+
+        self._init = jax.jit(init)
+        self._kernels = (sample_kernel, postprocess_gen, unravel)
+
+    def _block(self, state: Any, data: dict[str, jax.Array], n: jax.Array) -> tuple[Any, Any]:
+        sample_kernel, postprocess_gen, unravel = self._kernels
+        constrain = postprocess_gen(data)
+
+        def transition(s: Any) -> tuple[Any, Any]:
+            s = sample_kernel(s, (data,), {})
+            values = constrain(unravel(s.z))
+            stats = {
+                "i": s.i,
+                "diverging": s.diverging,
+                "n_steps": s.num_steps,
+                "step_size": s.adapt_state.step_size,
+                "energy": s.energy,
+                "lp": -s.potential_energy,
+                "acceptance_rate": s.accept_prob,
+            }
+            return s, ({out: values[site] for site, out in self.outputs.items()}, stats)
+
+        empty = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(transition, state)[1])
+
+        def step(s: Any, j: jax.Array) -> tuple[Any, Any]:
+            # steps past n cost a branch, not a transition: one compiled block serves every length
+            return jax.lax.cond(j < n, transition, lambda s: (s, empty), s)
+
+        return jax.lax.scan(step, state, jnp.arange(self.max_block))
+
+
+_programs: OrderedDict[tuple[Any, ...], Program] = OrderedDict()
+_programs_lock = threading.Lock()
+
+
+def program_for(model: Model, settings: SamplerSettings, *, max_block: int) -> Program:
+    """A cached Program: a second fit of the same structure, shapes and compiled settings compiles nothing."""
+    key = (model.structure_key(), tuple(settings.values(Role.COMPILED).items()), max_block)
+    with _programs_lock:
+        program = _programs.get(key)
+        if program is None:
+            program = _programs[key] = Program(model, settings, max_block=max_block)
+            while len(_programs) > PROGRAM_CACHE_SIZE:
+                _programs.popitem(last=False)
+        _programs.move_to_end(key)
+        return program
