@@ -15,6 +15,7 @@ RUN python -m venv /opt/build \
     && /opt/chainyard/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 # chainyard's own wheel, built offline with the locked backend; its dependencies are already installed
 COPY pyproject.toml README.md ./
+COPY cli ./cli
 COPY service ./service
 COPY workers ./workers
 RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \

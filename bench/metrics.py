@@ -26,13 +26,14 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from redis import Redis
 
+from cli.stack import free_port, start_redis
 from service import keys
 from service.codec import pack
+from service.defaults import DIAGNOSTICS_CPU_SHARE
 from service.language.loader import load_file
-from service.live import CPU_SHARE, LiveDiagnostics
+from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.sampler import parse_job
-from workers.stack import free_port, start_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"eight_schools": ROOT / "examples/eight_schools.yaml",
@@ -84,7 +85,7 @@ def main() -> None:
                         r.rpush(keys.live_blocks(job_id, c), pack({**block, **stats}))
                 refresh = timed(lambda rec=record: live.refresh(rec), args.repeats)
                 params = sum(int(v[0, 0].size) for v in fit.draws.values())
-                every = max(INTERVAL, refresh / CPU_SHARE)  # what the worker does (service.live.CPU_SHARE)
+                every = max(INTERVAL, refresh / DIAGNOSTICS_CPU_SHARE)  # what the worker does by default
                 rows.append({"model": name, "parameters": params, "draws": 4 * settings.draws,
                              "refresh_ms": 1000 * refresh, "fit_s": fit_seconds,
                              "share_of_one_core_at_5s": refresh / INTERVAL, "refresh_every_s": every,

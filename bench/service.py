@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 from redis import Redis
 
+from cli.stack import Stack, free_port
 from service import keys
 from service.client import Client
 from service.codec import unpack
 from service.language.loader import load_file
 from service.results import summary, to_inference_data
 from service.sampler import parse_job
-from workers.stack import Stack, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"eight_schools": ROOT / "examples/eight_schools.yaml",
@@ -68,7 +68,7 @@ def main() -> None:
     from workers.engine import Engine
 
     stack = Stack(data_dir=tmp / "stack", port=free_port(), workers=2, token=TOKEN,
-                  extra_env={"CHAINYARD_COMPILE_CACHE_DIR": str(cache)})
+                  overrides={"compile_cache_dir": cache})
     stack.start()
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_serializer, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from service.defaults import DIAGNOSTICS_CPU_SHARE
+
+ENV_PREFIX = "CHAINYARD_"
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CHAINYARD_", extra="ignore")
+    """Every process's configuration; `to_env()` hands it to a child process."""
+
+    # hide_input_in_errors: a bad token pair or Redis URL would otherwise be echoed into the log
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True)
 
     # engine
     compile_cache_dir: Path | None = Field(
@@ -24,7 +32,9 @@ class Settings(BaseSettings):
 
     # service
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding queue, jobs and results.")
-    tokens: str = Field("", description="API tokens as 'token:tenant,token:tenant' (e.g. from a Secret).")
+    tokens: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="API tokens (token -> tenant), given as 'token:tenant,token:tenant' "
+        "(e.g. from a Secret); the API adds those of tokens_file.")
     tokens_file: Path | None = Field(None, description="File with one 'token:tenant' per line (mounted Secret).")
     auth_disabled: bool = Field(False, description="Local mode only: accept requests without a token.")
     retention_seconds: int = Field(7 * 24 * 3600, ge=60, description="How long finished jobs and results are kept.")
@@ -38,11 +48,64 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9400, ge=0, le=65535, description="Worker: port of its Prometheus /metrics (0: none).")
     diagnostics_interval: float = Field(5.0, gt=0, description="Live R-hat/ESS of a running job are recomputed at "
                                         "most this often (seconds); Prometheus sees them at most this late.")
-    diagnostics_cpu_share: float = Field(0.05, gt=0, le=1, description="Share of one core a job's live figures "
-                                         "may take: an expensive refresh postpones the next one.")
+    diagnostics_cpu_share: float = Field(DIAGNOSTICS_CPU_SHARE, gt=0, le=1, description="Share of one core a job's "
+                                         "live figures may take: an expensive refresh postpones the next one.")
     metrics_linger_seconds: float = Field(600.0, ge=0, description="A finished job's per-job series are exported "
                                           "this long after it ends (alerts on final R-hat need a few scrapes).")
 
     # worker
     worker_name: str = Field(default_factory=socket.gethostname, description="Stable identity (the pod name).")
     data_dir: Path = Field(Path("chainyard-data"), description="Worker volume: checkpoints and compile cache.")
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: Any) -> Any:
+        return parse_tokens(value.split(",")) if isinstance(value, str) else value
+
+    @field_serializer("tokens", when_used="json")
+    def _tokens_as_pairs(self, tokens: dict[str, str]) -> str:
+        return ",".join(f"{token}:{tenant}" for token, tenant in tokens.items())
+
+    def to_env(self) -> dict[str, str]:
+        """The CHAINYARD_* variables of the fields set here: a child's Settings() reads back an equal object.
+
+        A field left at its default, or set to None (the default of every optional field), has no variable.
+        """
+        values = self.model_dump(mode="json", include=self.model_fields_set)
+        return {f"{ENV_PREFIX}{name.upper()}": _env_text(value) for name, value in values.items()
+                if value is not None}
+
+
+class ApiSettings(Settings):
+    """The API's Settings: the tokens file is read here, and no tokens means refusing to start.
+
+    A subclass rather than a rule on Settings: workers and `chainyard run` build Settings too, with no tokens,
+    and a worker must not read a tokens file (the chart mounts the Secret only into the API pod).
+    """
+
+    @model_validator(mode="after")
+    def _read_tokens_file_and_require_tokens(self) -> ApiSettings:
+        if self.tokens_file is not None:
+            self.tokens = {**self.tokens, **parse_tokens(self.tokens_file.read_text().splitlines())}
+        if not self.tokens and not self.auth_disabled:
+            raise ValueError("no API tokens configured: set CHAINYARD_TOKENS or CHAINYARD_TOKENS_FILE "
+                             "(CHAINYARD_AUTH_DISABLED=true only for a local single-user stack)")
+        return self
+
+
+def parse_tokens(pairs: list[str]) -> dict[str, str]:
+    """token -> tenant from 'token:tenant' items (blank ones skipped); a later token wins."""
+    tokens: dict[str, str] = {}
+    for pair in pairs:
+        if not pair.strip():
+            continue
+        token, _, tenant = pair.strip().partition(":")
+        if not token or not tenant:
+            raise ValueError("tokens are 'token:tenant' pairs")
+        tokens[token] = tenant
+    return tokens
+
+
+def _env_text(value: Any) -> str:
+    """A JSON-mode field value as pydantic-settings reads it back from a variable."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -21,15 +21,11 @@ import numpy as np
 
 from service import keys
 from service.codec import text, unpack
+from service.defaults import DIAGNOSTICS_CPU_SHARE as CPU_SHARE
 from service.schemas import Diagnostics
 
 MIN_DRAWS = 4
 """ArviZ's split R-hat needs a few draws per chain; fewer and no figures exist yet."""
-
-CPU_SHARE = 0.05
-"""Default share of one core a job's refreshes may take (Settings.diagnostics_cpu_share): a refresh that cost
-c seconds (ArviZ's cost grows with parameters x draws: 0.06 s for eight schools, 0.55 s for 175 parameters x
-4000 draws) makes the next one due after max(interval, c / share), e.g. 11 s instead of 5 s for the latter."""
 
 _STORE = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end

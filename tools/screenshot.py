@@ -20,8 +20,8 @@ from urllib.parse import urlencode
 
 import yaml
 
+from cli.stack import Stack, free_port
 from service.client import Client
-from workers.stack import Stack, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -37,9 +37,8 @@ def main(out: Path) -> None:
         token = secrets.token_urlsafe(16)
         stack = Stack(data_dir=Path(tmp), port=free_port(), workers=2, token=token,
                       prometheus_port=free_port(), scrape_interval="1s",
-                      extra_env={"CHAINYARD_DIAGNOSTICS_INTERVAL": "0.5", "CHAINYARD_DIAGNOSTICS_CPU_SHARE": "1",
-                                 "CHAINYARD_MAX_BLOCK": "50",
-                                 "CHAINYARD_BLOCK_SECONDS": "0.05"})
+                      overrides={"diagnostics_interval": 0.5, "diagnostics_cpu_share": 1, "max_block": 50,
+                                 "block_seconds": 0.05})
         stack.start()
         try:
             client = Client(stack.url, token)

@@ -8,22 +8,16 @@ from redis import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import errors, health, jobs, models
-from service.api.deps import load_tokens
-from service.config import Settings
-from service.jobs import JobStore
+from service.config import ApiSettings
+from service.jobs.store import JobStore
 from service.metrics import ClusterCollector, HttpMetrics
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-    tokens = load_tokens(settings)
-    if not tokens and not settings.auth_disabled:
-        raise ValueError("no API tokens configured: set CHAINYARD_TOKENS or CHAINYARD_TOKENS_FILE "
-                         "(CHAINYARD_AUTH_DISABLED=true only for a local single-user stack)")
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()  # refuses to start without tokens (unless auth is disabled)
     app = FastAPI(title="chainyard", version="1", summary="Bayesian inference (NUTS) as a service")
     redis = Redis.from_url(settings.redis_url)
     app.state.settings = settings
-    app.state.tokens = tokens
     app.state.redis = redis
     app.state.store = JobStore(redis, settings)
     app.state.cluster_metrics = CollectorRegistry(auto_describe=False)

@@ -9,21 +9,7 @@ from fastapi import Depends, Request
 
 from service.config import Settings
 from service.exceptions import AuthError
-from service.jobs import JobStore
-
-
-def load_tokens(settings: Settings) -> dict[str, str]:
-    """token -> tenant, from CHAINYARD_TOKENS and the tokens file (a mounted Secret)."""
-    pairs = [p for p in settings.tokens.split(",") if p.strip()]
-    if settings.tokens_file is not None:
-        pairs += [line for line in settings.tokens_file.read_text().splitlines() if line.strip()]
-    tokens: dict[str, str] = {}
-    for pair in pairs:
-        token, _, tenant = pair.strip().partition(":")
-        if not token or not tenant:
-            raise ValueError("tokens are 'token:tenant' pairs")
-        tokens[token] = tenant
-    return tokens
+from service.jobs.store import JobStore
 
 
 def get_store(request: Request) -> JobStore:
@@ -39,8 +25,7 @@ def get_tenant(request: Request) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise AuthError("missing bearer token (Authorization: Bearer <token>)")
-    tokens: dict[str, str] = request.app.state.tokens
-    for known, tenant in tokens.items():
+    for known, tenant in settings.tokens.items():
         if hmac.compare_digest(known.encode(), token.encode()):
             return tenant
     raise AuthError("unknown token")

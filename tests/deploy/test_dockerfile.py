@@ -68,8 +68,8 @@ def test_dependencies_come_from_the_hashed_locks_before_the_code() -> None:
     order = [f"{name} {args}" for name, args in build]
     lock_install = next(i for i, line in enumerate(order) if "--require-hashes --no-deps -r requirements.lock" in line)
     lock_copy = order.index("COPY requirements.lock requirements-build.lock ./")
-    first_code = min(i for i, line in enumerate(order) if line.startswith("COPY") and ("service" in line
-                                                                                       or "workers" in line))
+    first_code = min(i for i, line in enumerate(order)
+                     if line.startswith("COPY") and any(package in line for package in ("cli", "service", "workers")))
     assert lock_copy < lock_install < first_code
     assert "--require-hashes --no-deps -r requirements-build.lock" in order[lock_install]
     # chainyard itself: no index, no dependency resolution, the wheel built from the copied code

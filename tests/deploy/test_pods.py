@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import pytest
 
+from cli.stack import find_redis_server, free_port
 from service.client import Client
 from service.language.loader import load_file
 from tests.deploy.chart import ROOT, component, container_env, pod_spec, render
-from workers.stack import find_redis_server, free_port
 
 pytestmark = pytest.mark.slow
 

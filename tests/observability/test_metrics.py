@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import time
 import warnings
 from collections.abc import Iterator
@@ -19,8 +18,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
+from cli.stack import free_port, start_redis
 from service import keys
-from service.config import Settings
+from service.config import ApiSettings, Settings
 from service.jobs.record import JobRecord, JobState
 from service.jobs.store import JobStore
 from service.language.loader import load_file
@@ -28,7 +28,6 @@ from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.priors import record_refit
 from service.sampler import SamplerSettings
-from workers.stack import free_port, start_redis
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -250,7 +249,7 @@ def test_redis_down_gives_metrics_without_cluster_series() -> None:
 def test_http_metrics_count_route_templates_not_raw_paths(redis_server: str) -> None:
     from service.api.app import create_app
 
-    app = create_app(Settings(redis_url=redis_server, tokens="tok:t"))
+    app = create_app(ApiSettings(redis_url=redis_server, tokens="tok:t"))
 
     async def exercise() -> tuple[str, str]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as client:

@@ -20,12 +20,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
+from cli.stack import Stack, free_port
 from service.client import Client
 from service.language.loader import load_file
 from service.priors import record_refit
 from tests.observability.tooling import DASHBOARD, builder
 from tests.service.conftest import TOKENS, make_stack
-from workers.stack import Stack, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -89,8 +89,8 @@ def wait_done(client: Client, job_id: str, timeout: float = 300) -> dict[str, An
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, compile_cache: Path) -> Iterator[Run]:
     stack = make_stack(tmp_path_factory.mktemp("monitored"), compile_cache, prometheus_port=free_port(),
-                       CHAINYARD_DIAGNOSTICS_INTERVAL="0.5", CHAINYARD_METRICS_LINGER_SECONDS=str(LINGER),
-                       CHAINYARD_DIAGNOSTICS_CPU_SHARE="1")  # refresh as often as the interval allows
+                       diagnostics_interval=0.5, metrics_linger_seconds=LINGER,
+                       diagnostics_cpu_share=1)  # refresh as often as the interval allows
     stack.start()
     client = Client(stack.url, TOKENS["alice"])
     try:

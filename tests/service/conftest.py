@@ -10,23 +10,24 @@ from typing import Any
 import pytest
 from redis import Redis
 
+from cli.stack import Stack, free_port
 from service.client import Client
-from workers.stack import Stack, free_port
 
 TOKENS = {"alice": "tok-alice", "bob": "tok-bob"}
 
 
 def make_stack(root: Path, compile_cache: Path, *, workers: int = 2, prometheus_port: int | None = None,
-               **env: str) -> Stack:
-    extra = {
-        "CHAINYARD_TOKENS": ",".join(f"{t}:{tenant}" for tenant, t in TOKENS.items()),
-        "CHAINYARD_COMPILE_CACHE_DIR": str(compile_cache),
-        "CHAINYARD_MAX_BLOCK": "50",
-        "CHAINYARD_BLOCK_SECONDS": "0.05",
-        "CHAINYARD_VISIBILITY_TIMEOUT": "4",
-        **env,
+               **overrides: Any) -> Stack:
+    """A stack with small blocks and a short visibility timeout; `overrides` are more Settings fields."""
+    settings = {
+        "tokens": {t: tenant for tenant, t in TOKENS.items()},
+        "compile_cache_dir": compile_cache,
+        "max_block": 50,
+        "block_seconds": 0.05,
+        "visibility_timeout": 4,
+        **overrides,
     }
-    return Stack(data_dir=root, port=free_port(), workers=workers, token=TOKENS["alice"], extra_env=extra,
+    return Stack(data_dir=root, port=free_port(), workers=workers, token=TOKENS["alice"], overrides=settings,
                  prometheus_port=prometheus_port, scrape_interval="1s")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from redis import Redis
 
+from cli.stack import Stack, start_redis
 from service import keys
 from service.client import Client
 from service.codec import unpack
@@ -20,7 +21,6 @@ from service.language.loader import load_file
 from service.sampler import parse_job
 from tests.conftest import EXAMPLES
 from tests.service.conftest import TOKENS, finished, make_stack
-from workers.stack import Stack, start_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("jax_ready")]
 WARMUP, DRAWS = 800, 800
@@ -73,7 +73,7 @@ def kill_when(redis: Redis, job_id: str, proc: subprocess.Popen[bytes], conditio
 
 @pytest.fixture
 def one_worker(tmp_path: Path, compile_cache: Path) -> Iterator[Stack]:
-    stack = make_stack(tmp_path, compile_cache, workers=1, CHAINYARD_MAX_BLOCK="10")
+    stack = make_stack(tmp_path, compile_cache, workers=1, max_block=10)
     stack.start()
     yield stack
     stack.stop()
@@ -97,7 +97,7 @@ def test_worker_killed_in_warmup_and_in_sampling_resumes_bit_identical(one_worke
 
 
 def test_worker_gone_for_good_is_replaced_after_the_visibility_timeout(tmp_path: Path, compile_cache: Path) -> None:
-    stack = make_stack(tmp_path, compile_cache, workers=2, CHAINYARD_MAX_BLOCK="10")
+    stack = make_stack(tmp_path, compile_cache, workers=2, max_block=10)
     stack.start()
     try:
         redis = Redis.from_url(stack.redis_url)
@@ -163,7 +163,7 @@ def test_sigterm_checkpoints_and_exits_then_resumes(one_worker: Stack) -> None:
 
 
 def test_job_timeout_fails_the_job_at_a_block_boundary(tmp_path: Path, compile_cache: Path) -> None:
-    stack = make_stack(tmp_path, compile_cache, workers=1, CHAINYARD_JOB_TIMEOUT_SECONDS="3")
+    stack = make_stack(tmp_path, compile_cache, workers=1, job_timeout_seconds=3)
     stack.start()
     try:
         with Client(stack.url, TOKENS["alice"]) as client:

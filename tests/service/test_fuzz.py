@@ -10,10 +10,10 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 
+from cli.stack import free_port, start_redis
 from service.api.app import create_app
-from service.config import Settings
+from service.config import ApiSettings
 from tests.service.conftest import TOKENS
-from workers.stack import free_port, start_redis
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +25,8 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FastAPI]:
     port = free_port()
     redis = start_redis(root / "redis", port, root / "redis.log")
     try:
-        yield create_app(Settings(redis_url=f"redis://127.0.0.1:{port}/0",
-                                  tokens=",".join(f"{t}:{n}" for n, t in TOKENS.items())))
+        yield create_app(ApiSettings(redis_url=f"redis://127.0.0.1:{port}/0",
+                                     tokens=",".join(f"{t}:{n}" for n, t in TOKENS.items())))
     finally:
         redis.terminate()
         redis.wait()

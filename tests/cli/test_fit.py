@@ -1,4 +1,4 @@
-"""`chainyard run` and `chainyard validate` as a user calls them: real subprocesses."""
+"""`chainyard run` and `chainyard validate` (cli/fit.py) as a user calls them: real subprocesses."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-CHAINYARD = [sys.executable, "-m", "workers.cli"]
+CHAINYARD = [sys.executable, "-m", "cli"]
 
 
 def run(args: list[str], compile_cache: Path, **kw: object) -> subprocess.CompletedProcess[str]:

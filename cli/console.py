@@ -1,0 +1,64 @@
+"""What the verbs print and how they exit: the stderr console, exit codes, progress bars, the summary table."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_BAD_SPEC = 2
+"""A bad spec, settings or request (400, 413, 422): every problem is printed, nothing runs."""
+EXIT_FAILED = 3
+"""Sampling failed (e.g. initialization), the job did not succeed, or the API is unreachable."""
+EXIT_INTERRUPTED = 130
+"""Stopped by SIGINT/SIGTERM; checkpoints are kept."""
+
+SUMMARY_COLUMNS = ("mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "ess_bulk", "ess_tail", "r_hat")
+
+
+def stdout() -> Console:
+    """The terminal's width on a terminal; 160 columns into a pipe or file."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
+def chain_bars(console: Console) -> Any:
+    """One progress bar per chain: iteration of total, phase, divergences (hidden off a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("chain {task.fields[chain]}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[phase]:<8} div {task.fields[div]}"), TimeElapsedColumn(),
+                    console=console, disable=not console.is_terminal)
+
+
+def print_summary(console: Console, result: dict[str, Any]) -> None:
+    table = Table(show_edge=False, header_style="bold")
+    table.add_column("variable", no_wrap=True)
+    for col in SUMMARY_COLUMNS:
+        table.add_column(col, justify="right")
+    for row in result["variables"]:
+        table.add_row(escape(row["variable"]), *(_fmt(row.get(c), c) for c in SUMMARY_COLUMNS))
+    console.print(table)
+    t = result["totals"]
+    console.print(
+        f"{t['chains']} chains x {t['draws_per_chain']} draws, seed {result['seed']}, {result['wall_seconds']} s; "
+        f"divergences {t['divergences']}, max r_hat {_fmt(t['max_rhat'], 'r_hat')}, "
+        f"min ess_bulk {_fmt(t['min_ess_bulk'], 'ess_bulk')}, min ess_tail {_fmt(t['min_ess_tail'], 'ess_tail')}",
+        highlight=False,
+    )
+    for w in t["warnings"]:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+
+
+def _fmt(value: float | None, column: str) -> str:
+    if value is None:
+        return "-"
+    if column.startswith("ess"):
+        return f"{value:.0f}"
+    if column == "r_hat":
+        return f"{value:.3f}"
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.4g}"

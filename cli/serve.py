@@ -1,0 +1,35 @@
+"""The image's three commands: `chainyard api`, `chainyard worker`, `chainyard refit` (what the chart runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def worker(
+    name: Annotated[str | None, typer.Option(help="Stable identity (the pod name).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Volume for checkpoints and the compile cache.")] = None,
+) -> None:
+    """Run a chain worker until SIGTERM (configuration from CHAINYARD_* variables)."""
+    from workers.worker import main as worker_main
+
+    worker_main(name, data_dir)
+
+
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a container).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the REST API, /healthz, /readyz and /metrics (configuration from CHAINYARD_* variables)."""
+    import uvicorn
+
+    uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, log_level=log_level,
+                proxy_headers=True, access_log=False)
+
+
+def refit() -> None:
+    """Refit the empirical priors whose schedule is due (run nightly by the chart's CronJob)."""
+    typer.echo("no priors defined")
