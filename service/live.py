@@ -15,15 +15,19 @@ import json
 import math
 import time
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service import keys
-from service.codec import text, unpack
+from service.codec import STAT_PREFIX, text, unpack
 from service.defaults import DIAGNOSTICS_CPU_SHARE as CPU_SHARE
 from service.schemas import Diagnostics
 
+if TYPE_CHECKING:
+    from service.jobs.record import JobRecord
+
+DIVERGING = STAT_PREFIX + "diverging"
 MIN_DRAWS = 4
 """ArviZ's split R-hat needs a few draws per chain; fewer and no figures exist yet."""
 
@@ -79,8 +83,8 @@ def figures(per_chain: list[dict[str, np.ndarray] | None]) -> dict[str, Any] | N
         return None
     n = min(map(_length, used.values()))
     first = next(iter(used.values()))
-    posterior = {k: np.stack([a[k][:n] for a in used.values()]) for k in first if not k.startswith("stat.")}
-    divergences = int(sum(a["stat.diverging"].sum() for a in per_chain if a is not None and "stat.diverging" in a))
+    posterior = {k: np.stack([a[k][:n] for a in used.values()]) for k in first if not k.startswith(STAT_PREFIX)}
+    divergences = int(sum(a[DIVERGING].sum() for a in per_chain if a is not None and DIVERGING in a))
     return {"chains": list(used), "draws_per_chain": n, "divergences": divergences, **convergence(posterior)}
 
 
@@ -102,9 +106,9 @@ class LiveDiagnostics:
         return bool(self.r.eval(_DUE, 2, keys.job(job_id), keys.diagnostics_due(job_id),
                                 max(1, int(self.interval * 1000))))
 
-    def refresh(self, record: dict[str, str]) -> dict[str, Any] | None:
+    def refresh(self, record: JobRecord) -> dict[str, Any] | None:
         """Recompute from the live blocks and store; the stored figures (None before any draws)."""
-        job_id, chains = record["id"], int(record["chains"])
+        job_id, chains = record.id, record.chains
         started = time.perf_counter()
         pipe = self.r.pipeline()
         for c in range(chains):
@@ -113,14 +117,14 @@ class LiveDiagnostics:
         replies = pipe.execute()
         per_chain = [_concat(replies[2 * c]) for c in range(chains)]
         done = sum(int(replies[2 * c + 1] or 0) for c in range(chains))
-        progress = done / (chains * int(record["iterations"]))
+        progress = done / (chains * record.iterations)
         found = self._store(record, figures(per_chain), progress, final=False)
         cost = time.perf_counter() - started
         if cost / self.cpu_share > self.interval:
             self.r.pexpire(keys.diagnostics_due(job_id), int(1000 * cost / self.cpu_share))
         return found
 
-    def finalize(self, record: dict[str, str], totals: dict[str, Any], outcome: str) -> None:
+    def finalize(self, record: JobRecord, totals: dict[str, Any], outcome: str) -> None:
         """The figures of a finished job's complete draws, from its summary's totals (ArviZ's summary gives
         the same numbers bit for bit as az.rhat/az.ess, so they are not computed twice)."""
         found = {"chains": list(range(int(totals["chains"]))), "draws_per_chain": int(totals["draws_per_chain"]),
@@ -133,10 +137,10 @@ class LiveDiagnostics:
         self.r.eval(_END, 2, keys.diagnostics(job_id), keys.DIAGNOSTICS_INDEX, repr(time.time() + self.linger),
                     outcome, job_id)
 
-    def _store(self, record: dict[str, str], found: dict[str, Any] | None, progress: float, *, final: bool,
+    def _store(self, record: JobRecord, found: dict[str, Any] | None, progress: float, *, final: bool,
                outcome: str = "") -> dict[str, Any] | None:
-        job_id = record["id"]
-        fields: dict[str, Any] = {"job": job_id, "model": model_label(record), "progress": progress,
+        job_id = record.id
+        fields: dict[str, Any] = {"job": job_id, "model": record.model_label, "progress": progress,
                                   "updated_at": time.time(), "ended": "1" if final else "0", "outcome": outcome}
         if found is not None:
             fields.update({k: json.dumps(v) for k, v in found.items()})
@@ -174,15 +178,6 @@ def exported(redis: Any) -> list[dict[str, str]]:
         else:  # deleted or expired with its job
             redis.zrem(keys.DIAGNOSTICS_INDEX, job_id)
     return out
-
-
-def model_label(record: dict[str, str]) -> str:
-    """The `model` label: the spec's name, else the job's name, else 'unnamed' (bounded length)."""
-    try:
-        name = json.loads(record["model"]).get("name")
-    except (ValueError, AttributeError):
-        name = None
-    return str(name or record.get("name") or "unnamed")[:100]
 
 
 def _concat(blobs: list[bytes]) -> dict[str, np.ndarray] | None:

@@ -104,8 +104,4 @@ def _some(names: list[str], k: int = 3) -> str:
     return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
 
 
-def open_netcdf(path: str | Path) -> az.InferenceData:
-    return az.from_netcdf(str(path))
-
-
-__all__ = ["open_netcdf", "summary", "to_inference_data", "write_netcdf"]
+__all__ = ["summary", "to_inference_data", "write_netcdf"]
