@@ -44,7 +44,8 @@ def run(
     config = Settings()
     configure(config.compile_cache_dir or Path.home() / ".cache" / "chainyard" / "jax")
 
-    from service.results import summary, to_inference_data, write_netcdf
+    from service.jobs.assemble import assemble
+    from service.results import write_netcdf
     from workers.engine import Engine
 
     stop = threading.Event()
@@ -69,13 +70,10 @@ def run(
     finally:
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
-    idata = to_inference_data(model, fit.draws, fit.stats,
-                              attrs={"seed": fit.seed, "max_tree_depth": settings.max_tree_depth})
-    result = summary(idata)
-    result["seed"] = fit.seed
-    result["wall_seconds"] = round(fit.timings["wall"], 3)
+    results = assemble(model, settings, fit.draws, fit.stats, attrs={"seed": fit.seed})
+    result = {**results.summary, "seed": fit.seed, "wall_seconds": round(fit.timings["wall"], 3)}
     if out is not None:
-        write_netcdf(idata, out)
+        write_netcdf(results.idata, out)
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=1))
     if not quiet:

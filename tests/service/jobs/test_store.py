@@ -16,7 +16,7 @@ from tests.service.jobs.conftest import EXAMPLES, keys_of, submit_eight_schools
 
 def test_submit_pins_the_graph_spec_and_keeps_the_record_small(redis: Redis, store: JobStore) -> None:
     doc = load_file(EXAMPLES / "radon.yaml")  # the formula front end
-    record, created = store.submit("t", model=doc["model"], sampler={"chains": 2, "seed": 3}, name="radon",
+    record, created = store.submit("t", model=doc, sampler={"chains": 2, "seed": 3}, name="radon",
                                    labels={"k": "v"})
     assert created and record.state is JobState.QUEUED and record.chains == 2
     pinned = store.pinned(record.id)
