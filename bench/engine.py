@@ -164,14 +164,21 @@ class CompileMonitor:
         return out
 
 
+ENGINE_FILES = ("engine.py", "chain.py", "program.py", "state.py", "stop.py", "checkpoint.py", "lower.py")
+"""The modules whose code decides a fit's speed."""
+
+
 def engine_source() -> dict[str, Any]:
     """Which engine code a worker imported (the tree may be edited while a benchmark runs)."""
     import hashlib
 
     import workers.engine
 
-    path = Path(workers.engine.__file__)
-    return {"file": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16]}
+    folder = Path(workers.engine.__file__).parent
+    digest = hashlib.sha256()
+    for name in ENGINE_FILES:
+        digest.update((folder / name).read_bytes())
+    return {"files": [str(folder / name) for name in ENGINE_FILES], "sha256": digest.hexdigest()[:16]}
 
 
 def tree_revision() -> dict[str, Any]:

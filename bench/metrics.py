@@ -28,8 +28,9 @@ from redis import Redis
 
 from cli.stack import free_port, start_redis
 from service import keys
-from service.codec import pack
+from service.codec import pack_block
 from service.defaults import DIAGNOSTICS_CPU_SHARE
+from service.jobs.record import JobRecord, JobState
 from service.language.loader import load_file
 from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
@@ -75,14 +76,16 @@ def main() -> None:
                 fit_seconds = timed(lambda m=model, s=settings: engine.run(m, s), 3)
                 fit = engine.run(model, settings)
                 job_id = f"bench-{name}"
-                record = {"id": job_id, "chains": "4", "iterations": str(settings.warmup + settings.draws),
-                          "state": "running", "model": json.dumps({"name": name}), "name": ""}
-                r.hset(keys.job(job_id), mapping=record)
+                record = JobRecord(id=job_id, tenant="bench", name=None, labels={}, state=JobState.RUNNING,
+                                   sampler=settings.model_copy(update={"seed": 1}), model_name=name,
+                                   model_fingerprint="", structure="", created_at=time.time(),
+                                   deadline=time.time() + 3600)
+                r.hset(keys.job(job_id), mapping=record.to_hash())
                 for c in range(4):
                     for start in range(0, settings.draws, 100):
                         block = {k: v[c, start:start + 100] for k, v in fit.draws.items()}
-                        stats = {f"stat.{k}": v[c, start:start + 100] for k, v in fit.stats.items()}
-                        r.rpush(keys.live_blocks(job_id, c), pack({**block, **stats}))
+                        stats = {k: v[c, start:start + 100] for k, v in fit.stats.items()}
+                        r.rpush(keys.live_blocks(job_id, c), pack_block(block, stats))
                 refresh = timed(lambda rec=record: live.refresh(rec), args.repeats)
                 params = sum(int(v[0, 0].size) for v in fit.draws.values())
                 every = max(INTERVAL, refresh / DIAGNOSTICS_CPU_SHARE)  # what the worker does by default
