@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from service.language.loader import load_file
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -41,3 +45,29 @@ def subprocess_env(compile_cache: Path, **extra: str) -> dict[str, str]:
     env["CHAINYARD_COMPILE_CACHE_DIR"] = str(compile_cache)
     env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def real_redis(root: Path) -> Iterator[str]:
+    """A real Redis server (files under `root`) for the duration; yields its URL."""
+    from cli.stack import free_port, start_redis
+
+    port = free_port()
+    proc = start_redis(root, port, root / "redis.log")
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The Settings a chainyard process builds from this environment (and none of this process's CHAINYARD_*)."""
+    from service.config import Settings
+
+    for name in list(os.environ):
+        if name.startswith("CHAINYARD_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Settings()

@@ -177,7 +177,7 @@ def _define(draft: DefineDraft, checker: ShapeChecker, coords: dict[str, list[An
             problems: list[Problem]) -> Define | None:
     if draft.node is None:
         return None
-    shape = checker.check(draft.node, draft.path, problems)
+    shape = checker.check(draft.node, draft.where, problems)
     if shape is None:
         return None
     if draft.dims is not None:

@@ -62,9 +62,16 @@ class DefineDraft:
     """The parsed expression; None after a problem with it (reported)."""
     dims: list[str] | None
     path: str
-    """Where the expression is: `define.x`, or `define.x.expr` in the long form."""
+    """The define's field: `define.x` (its dims and label are `define.x.dims`, `define.x.label`)."""
     label: str = ""
     keep: bool = True
+    expr_path: str = ""
+    """Where the expression is when that differs from `path`: `define.x.expr` in the long form."""
+
+    @property
+    def where(self) -> str:
+        """The path of the expression."""
+        return self.expr_path or self.path
 
 
 Draft = ParamDraft | DefineDraft
@@ -210,16 +217,18 @@ def _define(name: str, raw: Any, problems: list[Problem]) -> DefineDraft:
                 problems.append(Problem(f"{path}.{key}", f"unknown field; expected one of {', '.join(DEFINE_KEYS)}"))
         dims = _name_list(raw.get("dims"), f"{path}.dims", problems)
         label, keep = _label_keep(raw, path, problems)
-        path, raw = f"{path}.expr", raw.get("expr")
+        expr_path, raw = f"{path}.expr", raw.get("expr")
+    else:
+        expr_path = path
     try:
-        node = expr.parse(raw, path)
+        node = expr.parse(raw, expr_path)
     except SpecError as exc:
         problems += exc.problems
-        return DefineDraft(name, None, dims, path, label, keep)
+        return DefineDraft(name, None, dims, path, label, keep, expr_path)
     if isinstance(node, Call) and node.func in DISTRIBUTIONS:
-        problems.append(Problem(path, f"{node.func} is a distribution; random variables belong under params"))
-        return DefineDraft(name, None, dims, path, label, keep)
-    return DefineDraft(name, node, dims, path, label, keep)
+        problems.append(Problem(expr_path, f"{node.func} is a distribution; random variables belong under params"))
+        return DefineDraft(name, None, dims, path, label, keep, expr_path)
+    return DefineDraft(name, node, dims, path, label, keep, expr_path)
 
 
 def _observe(name: str, raw: Any, problems: list[Problem]) -> DistDraft | None:

@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from cli.stack import Stack
-from service.config import Settings
-
-
-def settings_in(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """What a child's Settings() reads from this environment (this process's CHAINYARD_* variables removed)."""
-    for name in list(os.environ):
-        if name.startswith("CHAINYARD_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return Settings()
+from tests.conftest import settings_from
 
 
 def test_children_get_the_stacks_settings_not_the_shells(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,7 +19,7 @@ def test_children_get_the_stacks_settings_not_the_shells(tmp_path: Path, monkeyp
                   overrides={"block_seconds": 0.05, "compile_cache_dir": tmp_path / "cache"})
     env = stack.env()
     assert env["HOME"] == "/home/someone" and "CHAINYARD_NOT_A_SETTING" not in env
-    assert settings_in(env, monkeypatch) == stack.settings
+    assert settings_from(env, monkeypatch) == stack.settings
     assert stack.settings.redis_url == "redis://127.0.0.1:6390/0"
     assert stack.settings.tokens == {"tok": "local"} and not stack.settings.auth_disabled
     assert (stack.settings.max_block, stack.settings.block_seconds) == (7, 0.05)
@@ -38,6 +27,6 @@ def test_children_get_the_stacks_settings_not_the_shells(tmp_path: Path, monkeyp
 
 def test_a_worker_gets_its_own_metrics_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stack = Stack(data_dir=tmp_path, port=8123, workers=1, token=None)
-    worker = settings_in(stack.env(metrics_port=9499), monkeypatch)
+    worker = settings_from(stack.env(metrics_port=9499), monkeypatch)
     assert worker.metrics_port == 9499 and worker.auth_disabled
     assert worker == stack.settings.model_copy(update={"metrics_port": 9499})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 import tomllib
@@ -15,7 +14,7 @@ import helm_python
 import pytest
 import yaml
 
-from service.config import Settings
+from tests.conftest import settings_from
 from tests.deploy import policy
 from tests.deploy.chart import (
     CHART,
@@ -36,16 +35,6 @@ scenarios = pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 
 def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return all(labels.get(k) == v for k, v in selector.items())
-
-
-def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The Settings a chainyard process builds from this environment (and nothing else of ours)."""
-    for name in list(os.environ):
-        if name.startswith("CHAINYARD_"):
-            monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    return Settings()
 
 
 # -- lint and values.schema.json --------------------------------------------------------------------------------------

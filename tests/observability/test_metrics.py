@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from cli.stack import free_port, start_redis
+from cli.stack import free_port
 from service import keys
 from service.config import ApiSettings, Settings
 from service.jobs.record import JobRecord, JobState
@@ -28,18 +28,15 @@ from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.priors import record_refit
 from service.sampler import SamplerSettings
+from tests.conftest import real_redis
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = start_redis(root, port, root / "redis.log")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait()
+    with real_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,19 +9,15 @@ from collections.abc import Iterator
 import pytest
 from redis import Redis
 
-from cli.stack import free_port, start_redis
 from service import keys
 from service.queue import ChainQueue, Depth
+from tests.conftest import real_redis
 
 
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    proc = start_redis(root, port, root / "redis.log")
-    yield f"redis://127.0.0.1:{port}/0"
-    proc.terminate()
-    proc.wait()
+    with real_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
 
 
 @pytest.fixture

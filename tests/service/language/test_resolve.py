@@ -68,8 +68,12 @@ def test_shapes_from_distributions_dims_shape_and_expressions() -> None:
     ({"a": "Poisson(3)"}, {}, "params.a",
      "Poisson is discrete; NUTS samples continuous params only (observe discrete data, or marginalise discrete "
      "unknowns)"),
-    ({"a": "Normal(0, 1)"}, {"d": {"expr": "z", "dims": ["g"]}}, "define.d.expr",
+    ({"a": "Normal(0, 1)"}, {"d": {"expr": "z", "dims": ["g"]}}, "define.d",
      "shape mismatch: expression has shape (2,), dims give (3,)"),
+    ({"a": "Normal(0, 1)"}, {"d": {"expr": "y + z"}}, "define.d.expr",
+     "shape mismatch: cannot broadcast (3,) with (2,)"),
+    ({"a": "Normal(0, 1)"}, {"d": {"expr": "y", "dims": ["h"]}}, "define.d.dims",
+     "unknown coordinate(s) h; define them under coords"),
     ({"a": "Normal(0, 1)"}, {"d": "y + z"}, "define.d", "shape mismatch: cannot broadcast (3,) with (2,)"),
 ])
 def test_shape_problems(params: dict[str, Any], define: dict[str, Any], path: str, message: str) -> None:

@@ -39,7 +39,7 @@ def test_drafts_keep_what_was_written() -> None:
     assert z.shape == ["J", 3] and not z.keep and not z.noncentered
     d, e = out.defines
     assert isinstance(d, DefineDraft) and d.path == "define.d" and d.node == expr.parse("mu + 1", "")
-    assert e.path == "define.e.expr" and e.dims == ["g"]
+    assert e.path == "define.e" and e.where == "define.e.expr" and e.dims == ["g"] and d.where == "define.d"
     assert out.observes["y"] is not None and out.observes["y"].path == "observe.y.dist"
     assert [x.name for x in out.drafts] == ["mu", "theta", "z", "d", "e"]
 
