@@ -42,8 +42,8 @@ def test_200_concurrent_jobs_on_2_workers(tmp_path: Path, compile_cache: Path) -
             for job_id in ids[:: JOBS // 10]:
                 assert client.summary(job_id)["totals"]["draws_per_chain"] == 100
         redis = Redis.from_url(stack.redis_url)
-        assert redis.xlen(keys.TASKS) == 2 * JOBS  # one entry per chain, none added twice
-        pending = redis.xpending(keys.TASKS, keys.GROUP)
-        assert pending["pending"] == 0  # every chain acknowledged
+        assert redis.xinfo_stream(keys.TASKS)["entries-added"] == 2 * JOBS  # one entry per chain, none twice
+        assert redis.xpending(keys.TASKS, keys.GROUP)["pending"] == 0  # every chain acknowledged
+        assert redis.xlen(keys.TASKS) == 0  # and deleted with its acknowledgement
     finally:
         stack.stop()
