@@ -44,6 +44,20 @@ class Settings(BaseSettings):
     max_iterations_per_job: int = Field(20_000_000, ge=1, description="chains x (warmup + draws) at most.")
     max_attempts: int = Field(3, ge=1, description="Failures of one chain before its job fails.")
 
+    # fair share and quotas (per tenant; quotas_file overrides them for named tenants)
+    dispatch_window: int = Field(1, ge=1, le=1000, description="Chain tasks dispatched to the workers' stream "
+                                 "and not yet claimed, at most; the rest wait in their tenant's queue and are "
+                                 "dispatched round-robin over tenants. Small keeps another tenant's job close to "
+                                 "the front.")
+    quota_queued_chains: int = Field(2000, ge=1, description="Chains a tenant may have queued (not yet running) "
+                                     "at once; a submission over it is a 429.")
+    quota_running_chains: int = Field(0, ge=0, description="Chains of a tenant dispatched at once (0: no limit "
+                                      "beyond fair share).")
+    quota_submissions_per_minute: int = Field(600, ge=1, description="Job submissions per tenant per clock "
+                                              "minute; over it is a 429 with Retry-After.")
+    quotas_file: Path | None = Field(None, description="YAML: tenant -> {queued_chains, running_chains, "
+                                     "submissions_per_minute}, overriding the defaults above for that tenant.")
+
     # metrics
     metrics_port: int = Field(9400, ge=0, le=65535, description="Worker: port of its Prometheus /metrics (0: none).")
     diagnostics_interval: float = Field(5.0, gt=0, description="Live R-hat/ESS of a running job are recomputed at "
@@ -52,6 +66,30 @@ class Settings(BaseSettings):
                                          "live figures may take: an expensive refresh postpones the next one.")
     metrics_linger_seconds: float = Field(600.0, ge=0, description="A finished job's per-job series are exported "
                                           "this long after it ends (alerts on final R-hat need a few scrapes).")
+    metrics_token: str | None = Field(None, description="If set, the API's /metrics answers only requests with "
+                                      "'Authorization: Bearer <metrics_token>' (401 otherwise): its per-job series "
+                                      "name every tenant's jobs. The chart's ServiceMonitor carries it.")
+
+    # the API's front door (service/api/server.py)
+    header_timeout_seconds: float = Field(10.0, gt=0, description="A connection must deliver a whole request head "
+                                          "(request line and headers) this soon after it opens or after its "
+                                          "previous response, however it drips the bytes; else it is closed.")
+    body_timeout_seconds: float = Field(30.0, gt=0, description="Longest pause between two reads of a request "
+                                        "body before the connection is closed.")
+    max_connections: int = Field(2048, ge=16, description="Open HTTP connections per API process (also kept below "
+                                 "its file-descriptor limit); over it a new connection closes the oldest one still "
+                                 "waiting for a request head, or is itself closed if none is waiting.")
+
+    # Redis clients (service/connect.py)
+    redis_connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection to Redis.")
+    redis_socket_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a Redis reply, so that a hung "
+                                        "Redis is an error (503) and not a hang; above any blocking read chainyard "
+                                        "makes (1 s).")
+    redis_health_check_interval: int = Field(30, ge=0, description="A pooled Redis connection idle this many "
+                                             "seconds is PINGed before reuse, so one broken by a Redis restart is "
+                                             "replaced instead of failing a request (0: never).")
+    readiness_timeout: float = Field(1.0, gt=0, description="/readyz answers 503 unless Redis answers PING within "
+                                     "this many seconds (keep it below the readiness probe's timeout).")
 
     # worker
     worker_name: str = Field(default_factory=socket.gethostname, description="Stable identity (the pod name).")

@@ -50,3 +50,12 @@ class ConflictError(ChainyardError):
 
 class AuthError(ChainyardError):
     """Missing or unknown bearer token."""
+
+
+class QuotaExceededError(ChainyardError):
+    """A tenant is over one of its quotas (queued chains, submissions per minute): a 429."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds after which the same request may succeed."""

@@ -5,14 +5,34 @@ from __future__ import annotations
 PREFIX = "cy"
 
 TASKS = f"{PREFIX}:tasks"
-"""Stream of chain tasks {job, chain}; consumer group GROUP; owned by service.queue.ChainQueue.
+"""Stream of dispatched chain tasks {job, chain, tenant}; consumer group GROUP; owned by service.queue.
 
-Lifetime of an entry: added with its job at submit (one per chain); delivered to one worker and pending
-there while the chain runs (refreshed by the worker, reclaimed by another after the visibility timeout);
-acknowledged and deleted together (XACK + XDEL in one transaction) once the chain's draws are stored or the
-chain no longer needs to run (job ended or deleted). So the stream holds exactly the tasks not yet done:
-XLEN is 0 when every job has ended, and XLEN minus the group's pending count is the number waiting."""
+Lifetime of a task: queued at submit in its tenant's list (`tenant_queue`, one 'job:chain' item per chain);
+dispatched from there into this stream, round-robin over tenants, when fewer than the dispatch window wait
+in it; delivered to one worker and pending there while the chain runs (refreshed by the worker, reclaimed by
+another after the visibility timeout); acknowledged and deleted together (XACK + XDEL in one script) once
+the chain's draws are stored or the chain no longer needs to run (job ended or deleted). A job that ends
+removes its chains still queued. So the stream holds exactly the dispatched tasks not yet done: XLEN is 0
+when every job has ended, and XLEN minus the group's pending count is the number dispatched and waiting."""
 GROUP = "workers"
+
+
+def tenant_queue(tenant: str) -> str:
+    """List: a tenant's queued tasks ('job:chain'), oldest first, until dispatched into TASKS."""
+    return f"{PREFIX}:queue:{tenant}"
+
+
+TENANT_RING = f"{PREFIX}:tenant-ring"
+"""List: tenants with queued tasks, in round-robin order (dispatch rotates it)."""
+TENANT_INFLIGHT = f"{PREFIX}:tenant-inflight"
+"""Hash: tenant -> its tasks in TASKS (dispatched, not yet acknowledged)."""
+TENANT_LIMITS = f"{PREFIX}:tenant-limits"
+"""Hash: tenant -> the most of its tasks dispatched at once (its running-chains quota; 0 or absent: none)."""
+
+
+def submissions(tenant: str, minute: int) -> str:
+    """Counter with a TTL of two minutes: a tenant's job submissions in one clock minute (its rate quota)."""
+    return f"{PREFIX}:submissions:{tenant}:{minute}"
 
 
 def job(job_id: str) -> str:
@@ -54,6 +74,12 @@ def result(job_id: str) -> str:
 def assembling(job_id: str) -> str:
     """String lock: one process assembles a job's result."""
     return f"{PREFIX}:assembling:{job_id}"
+
+
+ASSEMBLY_DUE = f"{PREFIX}:assembly-due"
+"""Sorted set: running jobs whose chains are all stored, scored by when that happened. Whoever stores a job's
+last chain adds it; finishing the job removes it. Workers sweep it, so a job whose assembler died (or whose
+lock expired) is assembled by another process instead of staying `running`."""
 
 
 def diagnostics(job_id: str) -> str:

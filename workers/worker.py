@@ -47,6 +47,8 @@ log = logging.getLogger("chainyard.worker")
 HEARTBEAT_SECONDS = 5.0
 """How often a worker records that it is alive, from its loop when idle and from the claim thread while a chain
 runs (service.metrics.WORKER_ALIVE_SECONDS counts it)."""
+SWEEP_SECONDS = 10.0
+"""How often an idle worker looks for jobs due for assembly that nobody assembled."""
 RETRY_PAUSE_SECONDS = 0.5
 """Pause after a chain's attempt failed with an unexpected error, before the next task."""
 
@@ -82,13 +84,15 @@ class Worker:
         self.r: Any = redis  # redis-py's annotations do not follow decode_responses
         self.name = name
         self.data_dir = data_dir
-        self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout)
+        self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout,
+                                window=settings.dispatch_window)
         self.store = JobStore(redis, settings)
         self.chains = ChainWriter(redis)
         self.shutdown = threading.Event()
         self.busy = metrics.WORKER_BUSY.labels(worker=name)
         self.busy.set(0)
         self._last_beat = 0.0
+        self._last_sweep = 0.0
         self._refresh = _Refresher(self.store)
 
     # -- loop -------------------------------------------------------------------------------------
@@ -100,6 +104,7 @@ class Worker:
         while not self.shutdown.is_set():
             try:
                 self.heartbeat()
+                self.sweep()
                 task = self.queue.claim_next(self.name)
                 if task is not None:
                     self.handle(task)
@@ -113,6 +118,16 @@ class Worker:
         if now - self._last_beat > HEARTBEAT_SECONDS:
             self.r.zadd(keys.WORKERS, {self.name: now})
             self._last_beat = now
+
+    def sweep(self) -> None:
+        """Assemble jobs whose chains have all been stored for a while but which are still running (their
+        assembler died, or its lock expired), at most every few seconds."""
+        now = time.time()
+        if now - self._last_sweep < SWEEP_SECONDS:
+            return
+        self._last_sweep = now
+        for job_id in self.store.due_for_assembly(older_than=keys.ASSEMBLE_LOCK_SECONDS / 4):
+            self.store.assemble(job_id)
 
     def request_shutdown(self, *_: Any) -> None:
         """SIGTERM/SIGINT: stop after the current block (whose checkpoint is written)."""
@@ -159,10 +174,13 @@ class Worker:
             self.chains.record_error(job_id, chain, f"{type(exc).__name__}: {exc}")
             self.shutdown.wait(RETRY_PAUSE_SECONDS)
             return
-        saved = self.chains.save(job_id, chain, pack_block(draws.draws, draws.stats))
-        self._done(task)
-        if saved:
+        # the job's last chain is assembled before its task is acknowledged: a worker that dies meanwhile
+        # leaves the task pending, and whoever takes it (or the sweep) assembles the job
+        divergences = int(draws.stats["diverging"].sum())
+        if self.chains.save(job_id, chain, pack_block(draws.draws, draws.stats), chains=record.chains,
+                            iterations=record.iterations, divergences=divergences):
             self.store.assemble(job_id)
+        self._done(task)
 
     def _sample(self, task: Task, record: JobRecord) -> ChainDraws:
         """Open the chain (from its checkpoint if this worker ran it before) and run it under the job's policy."""

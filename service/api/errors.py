@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-from service.exceptions import AuthError, ConflictError, NotFoundError, SpecError
+from service.exceptions import AuthError, ConflictError, NotFoundError, QuotaExceededError, SpecError
 
 
 def error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
@@ -40,6 +40,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AuthError)
     async def unauthorized(request: Request, exc: AuthError) -> JSONResponse:
         return error(401, "unauthorized", str(exc))
+
+    @app.exception_handler(QuotaExceededError)
+    async def over_quota(request: Request, exc: QuotaExceededError) -> JSONResponse:
+        response = error(429, "over_quota", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.exception_handler(RedisError)
     async def unavailable(request: Request, exc: RedisError) -> JSONResponse:

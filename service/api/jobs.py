@@ -20,7 +20,7 @@ from service.jobs.record import ChainProgress, JobRecord, JobState
 from service.jobs.store import JobStore
 from service.schemas import ChainPublic, Diagnostics, ErrorResponse, JobCreate, JobList, JobPublic
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
 

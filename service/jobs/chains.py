@@ -7,6 +7,7 @@ TTL, so no key outlives its job.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from service import keys
@@ -50,10 +51,17 @@ return state
 _SAVE = _KEEP_TTL + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('SET', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[2], 'phase', ARGV[2])
+redis.call('HSET', KEYS[2], 'phase', ARGV[2], 'iteration', ARGV[3], 'of', ARGV[3], 'divergences', ARGV[4])
 keep_ttl(KEYS[2], KEYS[3])
-return 1
+for i = 5, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then return 1 end
+end
+if redis.call('HGET', KEYS[1], 'state') == 'running' then redis.call('ZADD', KEYS[4], 'NX', ARGV[5], ARGV[6]) end
+return 2
 """
+"""Store a chain's draws and its final progress (which also repairs progress writes lost in a Redis outage);
+2 when every chain of the job is now stored (the job is then due for assembly), 1 otherwise, 0 if the job is
+gone."""
 
 _FIELDS = _KEEP_TTL + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -85,10 +93,14 @@ class ChainWriter:
                             blob, phase.value, iteration, of, divergences, repr(step_size))
         return JobState(text(state)) if state else None
 
-    def save(self, job_id: str, chain: int, blob: bytes) -> bool:
-        """Store a finished chain's draws (before its task is acknowledged); False if the job is gone."""
-        return bool(self.r.eval(_SAVE, 3, keys.job(job_id), keys.chain(job_id, chain), keys.chain_draws(job_id, chain),
-                                blob, ChainPhase.DONE.value))
+    def save(self, job_id: str, chain: int, blob: bytes, *, chains: int, iterations: int, divergences: int) -> bool:
+        """Store a finished chain's draws and final progress (before its task is acknowledged); True when all
+        `chains` of the job are stored (it is then due for assembly). Nothing is written if the job is gone."""
+        every = [keys.chain_draws(job_id, c) for c in range(chains)]
+        done = self.r.eval(_SAVE, 4 + chains, keys.job(job_id), keys.chain(job_id, chain),
+                           keys.chain_draws(job_id, chain), keys.ASSEMBLY_DUE, *every, blob, ChainPhase.DONE.value,
+                           iterations, divergences, repr(time.time()), job_id)
+        return int(done) == 2
 
     def record_error(self, job_id: str, chain: int, error: str) -> None:
         """An attempt failed and will be retried: keep its error for the job's failure message."""

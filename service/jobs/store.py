@@ -6,8 +6,10 @@ verbs from `service.queue`, worker-side chain writes from `service.jobs.chains`.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -20,12 +22,18 @@ from service import keys, metrics
 from service.codec import pack, text
 from service.config import Settings
 from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
-from service.jobs.assemble import assemble, stack_chains
+from service.jobs.assemble import Results, assemble, stack_chains
 from service.jobs.pinned import PinnedModel
+from service.jobs.quotas import Quotas, check_queued, count_submission
 from service.jobs.record import ChainProgress, JobRecord, JobState
 from service.live import LiveDiagnostics
 from service.queue import ChainQueue
 from service.sampler import parse_job
+
+log = logging.getLogger("chainyard.jobs")
+
+RERUN = frozenset({JobState.CANCELLED, JobState.FAILED})
+"""A seeded request identical to a job in one of these states runs it again (same id) instead of returning it."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,9 @@ class JobStore:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.r: Any = redis  # redis-py's annotations do not follow decode_responses
         self.settings = settings
-        self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout)
+        self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout,
+                                window=settings.dispatch_window)
+        self.quotas = Quotas(settings)
         self.live = LiveDiagnostics(redis, interval=settings.diagnostics_interval,
                                     linger=settings.metrics_linger_seconds, cpu_share=settings.diagnostics_cpu_share)
 
@@ -49,7 +59,10 @@ class JobStore:
     def submit(self, tenant: str, *, model: dict[str, Any], sampler: dict[str, Any] | None, name: str | None,
                labels: dict[str, str]) -> tuple[JobRecord, bool]:
         """Validate, pin the model, create the job and queue its chains; (record, created). With a seed, an
-        identical request from the same tenant returns the existing job (content-addressed id)."""
+        identical request from the same tenant returns the existing job (content-addressed id). Over a quota
+        of the tenant's: QuotaExceededError (counted before validating, so a flood costs little)."""
+        quota = self.quotas.of(tenant)
+        count_submission(self.r, tenant, quota)
         validated, settings = parse_job({"model": model, "sampler": sampler})
         iterations = settings.chains * (settings.warmup + settings.draws)
         if iterations > self.settings.max_iterations_per_job:
@@ -70,8 +83,14 @@ class JobStore:
             model_name=spec_name if isinstance(spec_name, str) else None, model_fingerprint=pinned.fingerprint,
             structure=validated.structure_key(), created_at=now, deadline=now + self.settings.job_timeout_seconds,
         )
+        existing = self.read(job_id)
+        if existing is not None and existing.tenant == tenant and existing.state not in RERUN:
+            return existing, False  # an identical seeded request: free, whatever the quotas
+        check_queued(self.queue, tenant, quota, settings.chains)
+        if existing is not None and existing.tenant == tenant:
+            self.delete(tenant, job_id)  # asking again for a cancelled or failed job runs it again
         if not self.r.hsetnx(keys.job(job_id), "id", job_id):
-            existing = self.read(job_id)
+            existing = self.read(job_id)  # a concurrent identical request created it meanwhile
             if existing is not None and existing.tenant == tenant:
                 return existing, False
         pipe = self.r.pipeline()
@@ -81,8 +100,10 @@ class JobStore:
         pipe.zadd(keys.jobs_in_state(JobState.QUEUED), {job_id: "+inf"})
         for c in range(settings.chains):
             pipe.hset(keys.chain(job_id, c), mapping=ChainProgress(chain=c, of=record.iterations).to_hash())
-        self.queue.put(pipe, job_id, settings.chains)
+        self.queue.limit(pipe, tenant, quota.running_chains)
+        self.queue.put(pipe, tenant, job_id, settings.chains)
         pipe.execute()
+        self.queue.dispatch()
         return record, True
 
     # -- read -------------------------------------------------------------------------------------
@@ -150,6 +171,7 @@ class JobStore:
         pipe.delete(*keys.job_keys(job_id, record.chains))
         pipe.zrem(keys.tenant_jobs(tenant), job_id)
         pipe.zrem(keys.DIAGNOSTICS_INDEX, job_id)
+        pipe.zrem(keys.ASSEMBLY_DUE, job_id)
         for state in JobState:
             pipe.zrem(keys.jobs_in_state(state), job_id)
         pipe.execute()
@@ -198,6 +220,8 @@ class JobStore:
                         pipe.expire(k, self.settings.retention_seconds)
                     pipe.zrem(keys.jobs_in_state(record.state), job_id)
                     pipe.zadd(keys.jobs_in_state(state), {job_id: now + self.settings.retention_seconds})
+                    pipe.zrem(keys.ASSEMBLY_DUE, job_id)
+                    self.queue.drop(pipe, record.tenant, job_id, record.chains)
                     pipe.execute()
                     break
                 except WatchError:  # someone else changed the state meanwhile; look again
@@ -219,7 +243,10 @@ class JobStore:
         return bytes(value)
 
     def assemble(self, job_id: str) -> bool:
-        """Build and store a job's results once all its chains are stored; idempotent, whichever process calls."""
+        """Build and store a job's results once all its chains are stored; idempotent, whichever process calls.
+
+        A job whose assembly raises fails with the reason; one whose assembler keeps dying (counted per
+        attempt, like a chain's) fails after Settings.max_attempts instead of being retried forever."""
         record = self.read(job_id)
         if record is None or record.state.terminal:
             return False
@@ -229,20 +256,40 @@ class JobStore:
         if not self.r.set(keys.assembling(job_id), "1", nx=True, ex=keys.ASSEMBLE_LOCK_SECONDS):
             return False
         try:
+            attempts = int(self.r.hincrby(keys.job(job_id), "assembly_attempts", 1))
+            if attempts > self.settings.max_attempts:
+                self.finish(job_id, JobState.FAILED, f"assembling the results failed {attempts - 1} times (the "
+                                                     "assembling process died; out of memory?)")
+                return False
             pinned = self.pinned(job_id)
             if pinned is None:
                 return False
-            draws, stats = stack_chains([bytes(b) for b in blobs])
-            results = assemble(pinned.model(), record.sampler, draws, stats,
-                               attrs={"job": job_id, "seed": record.seed})
+            try:
+                results, netcdf = self._build(record, pinned, [bytes(b) for b in blobs])
+            except Exception as exc:  # a result nothing can store must end the job, not kill its workers
+                log.exception("assembling %s failed", job_id)
+                self.finish(job_id, JobState.FAILED, f"assembling the results failed: {type(exc).__name__}: {exc}")
+                return False
             self.live.finalize(record, results.summary["totals"], JobState.SUCCEEDED)
-            self.r.hset(keys.result(job_id), mapping={"netcdf": results.netcdf(),
+            self.r.hset(keys.result(job_id), mapping={"netcdf": netcdf,
                                                       "summary": json.dumps(results.summary),
                                                       "draws": pack(results.draws)})
             self.finish(job_id, JobState.SUCCEEDED)
             return True
         finally:
             self.r.delete(keys.assembling(job_id))
+
+    @staticmethod
+    def _build(record: JobRecord, pinned: PinnedModel, blobs: builtins.list[bytes]) -> tuple[Results, bytes]:
+        draws, stats = stack_chains(blobs)
+        results = assemble(pinned.model(), record.sampler, draws, stats, attrs={"job": record.id, "seed": record.seed})
+        return results, results.netcdf()
+
+    def due_for_assembly(self, *, older_than: float) -> builtins.list[str]:
+        """Running jobs whose chains have all been stored for at least `older_than` seconds (their assembler
+        may have died): the sweep's work."""
+        cutoff = time.time() - older_than
+        return [text(j) for j in self.r.zrangebyscore(keys.ASSEMBLY_DUE, "-inf", cutoff, start=0, num=16)]
 
 
 __all__ = ["JobPage", "JobStore"]

@@ -23,7 +23,7 @@ def every_write(writer: ChainWriter, job_id: str) -> None:
                         step_size=0.5)
     writer.record_error(job_id, 0, "RuntimeError: boom")
     writer.fail(job_id, 1, "initialization failed")
-    writer.save(job_id, 1, BLOB)
+    writer.save(job_id, 1, BLOB, chains=2, iterations=10, divergences=0)
 
 
 def test_writes_after_delete_leave_no_key(redis: Redis, store: JobStore) -> None:
@@ -36,7 +36,7 @@ def test_writes_after_delete_leave_no_key(redis: Redis, store: JobStore) -> None
     assert writer.start_attempt(job_id, 0, "w") is None
     assert writer.report_block(job_id, 0, BLOB, phase=ChainPhase.WARMUP, iteration=1, of=2, divergences=0,
                                step_size=1.0) is None
-    assert writer.save(job_id, 0, BLOB) is False
+    assert writer.save(job_id, 0, BLOB, chains=2, iterations=10, divergences=0) is False
     assert keys_of(redis, job_id) == []
 
 
@@ -65,3 +65,20 @@ def test_progress_and_attempts_are_recorded(redis: Redis, store: JobStore) -> No
     assert redis.llen(keys.live_blocks(job_id, 1)) == 1
     writer.reset_live(job_id, 1, [BLOB, BLOB])
     assert redis.llen(keys.live_blocks(job_id, 1)) == 2
+
+
+def test_the_last_chain_stored_makes_the_job_due_for_assembly(redis: Redis, store: JobStore) -> None:
+    job_id = submit_eight_schools(store)
+    store.mark_running(job_id)
+    writer = ChainWriter(redis)
+    writer.report_block(job_id, 0, BLOB, phase=ChainPhase.SAMPLING, iteration=1200, of=2000, divergences=1,
+                        step_size=0.5)  # a later progress write was lost (a Redis outage)
+    assert writer.save(job_id, 0, BLOB, chains=2, iterations=2000, divergences=3) is False
+    assert store.due_for_assembly(older_than=0) == []
+    assert writer.save(job_id, 1, BLOB, chains=2, iterations=2000, divergences=0) is True
+    assert store.due_for_assembly(older_than=0) == [job_id]
+    assert store.due_for_assembly(older_than=60) == []  # give its own assembler time first
+    chain = store.chains(store.get("t", job_id))[0]
+    assert (chain.phase, chain.iteration, chain.of, chain.divergences) == (ChainPhase.DONE, 2000, 2000, 3)
+    store.finish(job_id, JobState.FAILED, "x")
+    assert store.due_for_assembly(older_than=0) == []
