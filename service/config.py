@@ -9,7 +9,14 @@ from typing import Annotated, Any
 from pydantic import Field, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.defaults import DIAGNOSTICS_CPU_SHARE
+from service.defaults import (
+    DIAGNOSTICS_CPU_SHARE,
+    MAX_CHAIN_RESULT_BYTES,
+    MAX_EVALUATION_BYTES,
+    MAX_RESULT_BYTES,
+    MAX_VALUE_BYTES,
+)
+from service.language.cost import Limits
 
 ENV_PREFIX = "CHAINYARD_"
 
@@ -43,6 +50,15 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
     max_iterations_per_job: int = Field(20_000_000, ge=1, description="chains x (warmup + draws) at most.")
     max_attempts: int = Field(3, ge=1, description="Failures of one chain before its job fails.")
+
+    # limits checked at validation (service/language/cost.py; figures in bytes, refused with a 422)
+    max_value_bytes: int = Field(MAX_VALUE_BYTES, ge=1, description="Largest single value (param, define or "
+                                 "sub-expression) one log-density evaluation computes.")
+    max_evaluation_bytes: int = Field(MAX_EVALUATION_BYTES, ge=1, description="One log-density evaluation in all: "
+                                      "data + 3 x every value it computes (the gradient's share).")
+    max_result_bytes: int = Field(MAX_RESULT_BYTES, ge=1, description="Draws and sample stats of one job.")
+    max_chain_result_bytes: int = Field(MAX_CHAIN_RESULT_BYTES, ge=1, description="Draws and sample stats of one "
+                                        "chain; keep it well below Redis' 512 MB limit on one value.")
 
     # fair share and quotas (per tenant; quotas_file overrides them for named tenants)
     dispatch_window: int = Field(1, ge=1, le=1000, description="Chain tasks dispatched to the workers' stream "
@@ -94,6 +110,10 @@ class Settings(BaseSettings):
     # worker
     worker_name: str = Field(default_factory=socket.gethostname, description="Stable identity (the pod name).")
     data_dir: Path = Field(Path("chainyard-data"), description="Worker volume: checkpoints and compile cache.")
+    worker_memory_bytes: int = Field(0, ge=0, description="Worker: cap on the process's address space "
+                                     "(RLIMIT_AS), so a job needing more memory fails its chain ('out of memory') "
+                                     "instead of the pod being OOM-killed. 0: the container's memory limit "
+                                     "(cgroup memory.max) if there is one, else no cap.")
 
     @field_validator("tokens", mode="before")
     @classmethod
@@ -103,6 +123,11 @@ class Settings(BaseSettings):
     @field_serializer("tokens", when_used="json")
     def _tokens_as_pairs(self, tokens: dict[str, str]) -> str:
         return ",".join(f"{token}:{tenant}" for token, tenant in tokens.items())
+
+    def cost_limits(self) -> Limits:
+        """The limits service.sampler.parse_job checks a job against."""
+        return Limits(value_bytes=self.max_value_bytes, evaluation_bytes=self.max_evaluation_bytes,
+                      result_bytes=self.max_result_bytes, chain_result_bytes=self.max_chain_result_bytes)
 
     def to_env(self) -> dict[str, str]:
         """The CHAINYARD_* variables of the fields set here: a child's Settings() reads back an equal object.

@@ -29,10 +29,12 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service import keys, metrics
 from service.codec import pack_block
 from service.config import Settings
+from service.connect import redis_client
 from service.exceptions import InitializationError
 from service.jobs.chains import ChainWriter
 from service.jobs.record import ChainPhase, JobRecord, JobState
@@ -43,6 +45,9 @@ from workers.checkpoint import ChainStore, claim_directory
 from workers.stop import Stopped, StopReason, run
 
 log = logging.getLogger("chainyard.worker")
+
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+"""Redis refusing or not answering in time (service.connect bounds every reply): wait it out."""
 
 HEARTBEAT_SECONDS = 5.0
 """How often a worker records that it is alive, from its loop when idle and from the claim thread while a chain
@@ -108,7 +113,7 @@ class Worker:
                 task = self.queue.claim_next(self.name)
                 if task is not None:
                     self.handle(task)
-            except RedisConnectionError as exc:  # Redis restarting: the task stays pending; resume later
+            except REDIS_DOWN as exc:  # Redis restarting or hung: the task stays pending; resume later
                 log.warning("redis unavailable (%s); retrying", exc)
                 self.shutdown.wait(1.0)
 
@@ -167,7 +172,7 @@ class Worker:
             self.store.finish(job_id, JobState.FAILED, f"chain {chain}: {exc}")
             self._done(task)
             return
-        except RedisConnectionError:
+        except REDIS_DOWN:
             raise
         except Exception as exc:  # retried from the checkpoint until max_attempts
             log.exception("chain %s/%s failed", job_id, chain)
@@ -225,7 +230,7 @@ class Worker:
 
         def beat() -> None:
             while True:
-                with contextlib.suppress(RedisConnectionError):
+                with contextlib.suppress(*REDIS_DOWN):
                     self.heartbeat()
                     self.queue.keep_claimed(self.name, task)
                 if done.wait(interval):
@@ -306,6 +311,27 @@ def serve_metrics(port: int) -> None:
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
 
 
+def cap_memory(limit: int, cgroup: Path = Path("/sys/fs/cgroup/memory.max")) -> int | None:
+    """Cap this process's address space at `limit` bytes (0: the cgroup's memory limit, if any); the cap set.
+
+    Address space, not resident memory: it is always at least the resident size, so under a cap equal to the
+    container's limit an allocation fails (JAX raises RESOURCE_EXHAUSTED, numpy MemoryError: the chain's
+    attempt fails and is retried, then its job fails) before the kernel's OOM killer would end the pod. JAX
+    reserves about 1.3 GB it does not touch; the cap must leave room for that."""
+    import resource
+
+    if not limit:
+        try:
+            text = cgroup.read_text().strip()
+        except OSError:
+            return None
+        if not text.isdigit():  # "max": no limit
+            return None
+        limit = int(text)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    return limit
+
+
 def main(name: str | None = None, data_dir: Path | None = None) -> None:
     """`python -m workers` / `chainyard worker`: serve until SIGTERM."""
     settings = Settings()
@@ -315,8 +341,11 @@ def main(name: str | None = None, data_dir: Path | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
     from workers.jaxsetup import configure
 
+    capped = cap_memory(settings.worker_memory_bytes)
+    if capped:
+        log.info("address space capped at %.1f GiB", capped / 2**30)
     configure(settings.compile_cache_dir or data_dir / "jax-cache")
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     if settings.metrics_port:
         from prometheus_client import REGISTRY
 
