@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.exceptions import Problem, SpecError
+from service.language import cost, text
+from service.language.cost import Limits
 from service.language.ir import Model
 from service.language.validate import validate
 
@@ -71,16 +73,24 @@ def parse_settings(raw: Any, *, path: str = "sampler") -> SamplerSettings:
         raise SpecError(problems) from None
 
 
-def parse_job(doc: Any) -> tuple[Model, SamplerSettings]:
-    """A job document `{model, sampler}` or a bare model spec (then default settings)."""
-    if isinstance(doc, dict) and "model" in doc and "spec" not in doc:
+def parse_job(doc: Any, *, limits: Limits | None = None) -> tuple[Model, SamplerSettings]:
+    """A job document `{model, sampler, name?, labels?}` or a bare model spec (then default settings), checked
+    together: the variables in `keep` exist, and the model's memory per evaluation and the job's results are
+    within `limits` (default: service.defaults'; the API passes its Settings')."""
+    job = isinstance(doc, dict) and "model" in doc and "spec" not in doc
+    if job:
         extra = sorted(set(doc) - {"model", "sampler", "name", "labels"})
+        outside = {k: v for k, v in doc.items() if k != "model"}
+        unencodable = text.unencodable(outside)
+        if unencodable:  # before a message quotes them (a key, a keep entry)
+            raise SpecError(unencodable)
         problems = [Problem(k, "unknown field of a job; expected model, sampler, name, labels") for k in extra]
+        problems += _about_job(doc.get("name"), doc.get("labels"))
         model = settings = None
         try:
             model = validate(doc["model"])
         except SpecError as exc:
-            problems += [Problem(f"model.{p.path}".rstrip("."), p.message) for p in exc.problems]
+            problems += _in_model(exc.problems)
         try:
             settings = parse_settings(doc.get("sampler"))
         except SpecError as exc:
@@ -90,12 +100,54 @@ def parse_job(doc: Any) -> tuple[Model, SamplerSettings]:
         assert model is not None and settings is not None
     else:
         model, settings = validate(doc), SamplerSettings()
-    check_keep(model, settings)
+    problems = keep_problems(model, settings)
+    problems += check_cost(model, settings, limits or Limits(), in_job=job)
+    if problems:
+        raise SpecError(problems)
     return model, settings
 
 
-def check_keep(model: Model, settings: SamplerSettings) -> None:
+def check_cost(model: Model, settings: SamplerSettings, limits: Limits, *, in_job: bool = True) -> list[Problem]:
+    """Memory per evaluation and size of results over `limits` (service/language/cost.py); model paths as in a
+    job document (`model.define.c`) unless `in_job` is false; results at `sampler.draws`. Call it again whenever
+    settings change after parse_job (CLI overrides, extending a job's draws)."""
+    found = cost.check(model, chains=settings.chains, draws=settings.draws, thin=settings.thin, keep=settings.keep,
+                       limits=limits)
+    return [p if p.path.startswith("sampler") or not in_job else _in_model([p])[0] for p in found]
+
+
+def keep_problems(model: Model, settings: SamplerSettings) -> list[Problem]:
     unknown = [k for k in settings.keep or [] if k not in model.variables]
     if unknown:
-        raise SpecError([Problem("sampler.keep", f"unknown variable(s) {', '.join(unknown)}; "
-                                                 f"known: {', '.join(model.variables)}")])
+        return [Problem("sampler.keep", f"unknown variable(s) {', '.join(unknown)}; known: "
+                                        f"{', '.join(model.variables)}")]
+    return []
+
+
+MAX_JOB_NAME_CHARS = 200
+"""As the API's JobCreate.name."""
+MAX_LABEL_CHARS = 200
+
+
+def _about_job(name: Any, labels: Any) -> list[Problem]:
+    """A job's `name` and `labels` (they reach metrics, logs and responses): no control characters."""
+    problems: list[Problem] = []
+    if name is not None:
+        if not isinstance(name, str):
+            problems.append(Problem("name", "must be a string"))
+        elif (problem := text.label_problem(name, max_chars=MAX_JOB_NAME_CHARS)) is not None:
+            problems.append(Problem("name", problem))
+    if labels is not None:
+        if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                   for k, v in labels.items()):
+            problems.append(Problem("labels", "must map strings to strings"))
+            return problems
+        for key, value in labels.items():
+            for what, item in (("name", key), ("value", value)):
+                if (problem := text.label_problem(item, max_chars=MAX_LABEL_CHARS)) is not None:
+                    problems.append(Problem(f"labels.{key}", f"the label {what} {problem}"))
+    return problems
+
+
+def _in_model(problems: list[Problem]) -> list[Problem]:
+    return [Problem(f"model.{p.path}".rstrip("."), p.message) for p in problems]

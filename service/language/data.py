@@ -16,6 +16,7 @@ import numpy as np
 
 from service.exceptions import Problem
 from service.language import expr
+from service.language.text import MAX_LABEL_CHARS, label_problem
 
 MAX_DATA_ELEMENTS = 20_000_000
 """Total numbers in a graph spec's `data`; about 160 MB as float64."""
@@ -107,6 +108,14 @@ def column(value: Any, path: str, problems: list[Problem]) -> np.ndarray | None:
         if not all(isinstance(v, str) for v in value):
             problems.append(Problem(path, "mixed numbers and strings; a column is all numbers or all strings"))
             return None
+        first: dict[str, int] = {}
+        for i, level in enumerate(value):
+            first.setdefault(level, i)
+        for level, i in first.items():  # factor levels become coordinate labels
+            problem = label_problem(level, max_chars=MAX_LABEL_CHARS)
+            if problem is not None:
+                problems.append(Problem(f"{path}[{i}]", f"the factor level {problem}"))
+                return None
         return values.astype(str)
     return _numbers(values, path, problems, nonfinite="NaN, infinite or missing value",
                     not_numbers="must hold numbers or strings")

@@ -13,9 +13,12 @@ from __future__ import annotations
 import ast
 import math
 import re
+import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from service.exceptions import Problem, SpecError
+from service.language.text import encoding_problem
 
 MAX_EXPR_CHARS = 4000
 """Longest expression accepted; a model term longer than this is a mistake or an attack."""
@@ -24,7 +27,10 @@ MAX_DEPTH = 48
 """Deepest nesting of an expression tree (Python's parser itself stops near 200 parentheses)."""
 
 MAX_EXPONENT = 64.0
-"""Largest literal exponent in `a ** k`; larger ones overflow float64 for any interesting base."""
+"""Largest constant exponent in `a ** k` or `pow(a, k)`; larger ones overflow float64 for any interesting base.
+
+A constant exponent is folded first (`mu ** (64 ** 64)` is refused, `mu ** 2 ** -1` becomes `mu ** 0.5`), and
+chained powers multiply (`(mu ** 10) ** 10` raises mu to 100: refused)."""
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
@@ -116,6 +122,12 @@ def parse(text: object, path: str) -> Node:
         raise SpecError([Problem(path, f"expression longer than {MAX_EXPR_CHARS} characters")])
     if not text.strip():
         raise SpecError([Problem(path, "empty expression")])
+    unencodable = encoding_problem(text)
+    if unencodable is not None:
+        raise SpecError([Problem(path, f"the expression {unencodable}")])
+    control = next((c for c in text if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+    if control is not None:
+        raise SpecError([Problem(path, f"control character U+{ord(control):04X} in the expression")])
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
@@ -170,10 +182,10 @@ def _convert(node: ast.expr, depth: int) -> Node:
             return _convert(operand, d)
         case ast.BinOp(op=op, left=left, right=right) if type(op) in _BINOPS:
             symbol = _BINOPS[type(op)]
-            rhs = _convert(right, d)
-            if symbol == "**" and isinstance(rhs, Num) and abs(rhs.value) > MAX_EXPONENT:
-                raise _Refused(f"exponent {rhs.value} is too large (at most {MAX_EXPONENT:g} in absolute value)")
-            return BinOp(symbol, _convert(left, d), rhs)
+            if symbol == "**":
+                return _power(_convert(left, d), _convert(right, d), lambda b, e: BinOp("**", b, e),
+                              ast.unparse(right))
+            return BinOp(symbol, _convert(left, d), _convert(right, d))
         case ast.Compare(left=left, ops=[op], comparators=[right]) if type(op) in _CMPOPS:
             return Compare(_CMPOPS[type(op)], _convert(left, d), _convert(right, d))
         case ast.Compare():
@@ -188,7 +200,10 @@ def _convert(node: ast.expr, depth: int) -> Node:
                 if kw.arg is None:
                     raise _Refused("** arguments are not allowed")
                 kwargs.append((kw.arg, _convert(kw.value, d)))
-            return Call(func, tuple(_convert(a, d) for a in args), tuple(kwargs))
+            converted = tuple(_convert(a, d) for a in args)
+            if func == "pow" and len(converted) == 2 and not kwargs:
+                return _power(converted[0], converted[1], lambda b, e: Call("pow", (b, e)), ast.unparse(args[1]))
+            return Call(func, converted, tuple(kwargs))
         case ast.Call():
             raise _Refused("only named functions can be called (no attribute or computed calls)")
         case ast.Subscript(value=value, slice=index):
@@ -200,6 +215,99 @@ def _convert(node: ast.expr, depth: int) -> Node:
             raise _Refused("lambda is not allowed")
         case _:
             raise _Refused(f"{type(node).__name__} is not allowed in an expression")
+
+
+def _power(base: Node, exponent: Node, make: Callable[[Node, Node], Node], written: str) -> Node:
+    """`base ** exponent` (or pow) with a constant exponent folded and capped, chained powers included; a power of
+    two constants is folded to its value (so `2 ** -1` is 0.5 as in Python, not an integer power JAX refuses).
+    `written` is the exponent as the user wrote it, for the message."""
+    value = _constant(exponent)
+    if value is None:
+        return make(base, exponent)
+    if abs(value) > MAX_EXPONENT:
+        shown = "" if _is_number(written) else f" = {_number_text(value)}"
+        raise _Refused(f"exponent {written[:60]}{shown} is too large (at most {MAX_EXPONENT:g} in absolute value)")
+    degree = abs(value) * _degree(base)
+    if degree > MAX_EXPONENT:
+        raise _Refused(f"chained powers raise to the power {degree:g} in all (({to_text(base)[:60]}) ** "
+                       f"{written[:20]}); at most {MAX_EXPONENT:g}")
+    folded = _constant(base)
+    if folded is not None:
+        return _literal(_evaluate("**", folded, value))
+    return make(base, _literal(value))
+
+
+def _constant(node: Node) -> float | int | None:
+    """The value of an expression of literals only (numbers, unary minus, + - * / **), else None."""
+    match node:
+        case Num(value=v):
+            return v
+        case Neg(operand=o):
+            inner = _constant(o)
+            return None if inner is None else -inner
+        case BinOp(op=op, left=a, right=b) if op in _FOLDED:
+            left, right = _constant(a), _constant(b)
+            if left is None or right is None:
+                return None
+            return _evaluate(op, left, right)
+    return None
+
+
+_FOLDED = frozenset({"+", "-", "*", "/", "**"})
+
+
+def _evaluate(op: str, left: float | int, right: float | int) -> float | int:
+    """One constant operation in Python's arithmetic; an integer beyond 2**53 becomes a float; refused if the
+    result is not a finite real number."""
+    try:
+        if op == "**" and abs(right) > MAX_EXPONENT:  # never compute a huge power, even of an integer
+            raise _Refused(f"exponent {_number_text(right)} is too large (at most {MAX_EXPONENT:g} in absolute value)")
+        match op:
+            case "+":
+                value = left + right
+            case "-":
+                value = left - right
+            case "*":
+                value = left * right
+            case "/":
+                value = left / right
+            case _:
+                value = left**right
+        if isinstance(value, int) and abs(value) > 2**53:
+            value = float(value)
+    except ZeroDivisionError:
+        raise _Refused("division by zero in a constant") from None
+    except OverflowError:
+        raise _Refused("constant too large") from None
+    if isinstance(value, complex):
+        raise _Refused(f"{_number_text(left)} ** {_number_text(right)} is not a real number")
+    if not math.isfinite(value) or abs(value) > 1e300:
+        raise _Refused("constant too large")
+    return value
+
+
+def _degree(node: Node) -> float:
+    """How many times a power multiplies its base: 10 for `mu ** 10`, 100 for `(mu ** 10) ** 10`, else 1."""
+    match node:
+        case BinOp(op="**", left=a, right=Num(value=k)) | Call(func="pow", args=(a, Num(value=k))):
+            return abs(k) * _degree(a)
+        case Call(func="square", args=(a,)):
+            return 2 * _degree(a)
+        case Neg(operand=o):
+            return _degree(o)
+    return 1.0
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _number_text(value: float | int) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _index_item(node: ast.expr, depth: int) -> Node | Slice:

@@ -10,6 +10,9 @@ from service.language.sections import DefineDraft, Draft, Sections
 
 RESERVED = frozenset({"chain", "draw"})
 """ArviZ's own dimension names."""
+SAMPLE_STATS = ("diverging", "n_steps", "tree_depth", "step_size", "energy", "lp", "acceptance_rate")
+"""The sample stats stored with every draw (workers/program.py STAT_NAMES). ArviZ gives a variable and a stat of
+one name the same dims, so a variable named `lp` crashed result assembly: such names are refused."""
 COORD_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_:]{0,127}$")
 """Dimension names; `:` allowed for nested factors (`region:hospital`)."""
 
@@ -33,7 +36,10 @@ def check(sections: Sections, problems: list[Problem]) -> None:
     outputs: dict[str, str] = {}  # names in the draws: labels where given
     for draft in sections.drafts:
         out = draft.label or draft.name
-        if draft.label and (out in RESERVED or out in coords):
+        if out in SAMPLE_STATS:
+            problems.append(Problem(f"{draft.path}.label" if draft.label else draft.path,
+                                    f"{out!r} names a sample stat in the results; choose another name"))
+        elif draft.label and (out in RESERVED or out in coords):
             problems.append(Problem(f"{draft.path}.label", f"label {out!r} is reserved for a dimension"))
         elif out in outputs:
             problems.append(Problem(f"{draft.path}.label" if draft.label else draft.path,

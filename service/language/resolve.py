@@ -8,6 +8,7 @@ constraints and observed supports are checked on the way (support.py).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from service.language.catalog import Event
 from service.language.expr import Name, Num
 from service.language.ir import Define, DistCall, Model, Observe, Param, Shape
 from service.language.sections import DefineDraft, DistDraft, Draft, ParamDraft, Sections
-from service.language.shapes import ShapeChecker, ShapeError, Symbol, broadcast
+from service.language.shapes import MAX_DIMS, ShapeChecker, ShapeError, Symbol, broadcast
 
 MAX_PARAM_ELEMENTS = 200_000
 """Total elements of all params: the dimension NUTS works in."""
@@ -43,15 +44,29 @@ def resolve(sections: Sections, ordered: list[Draft], problems: list[Problem]) -
         nodes.append(node)
         symbols[node.name] = Symbol(kind, node.shape)
         if isinstance(node, Param):
-            total += int(np.prod(node.shape))
+            total += math.prod(node.shape)
             if total > MAX_PARAM_ELEMENTS:
                 problems.append(Problem(draft.path, f"params have more than {MAX_PARAM_ELEMENTS} elements in all"))
                 return None
     observes = [o for name, dist in sections.observes.items()
                 if (o := _observe(name, dist, checker, data, problems)) is not None]
+    _check_unnamed_dims(nodes, observes, coords, problems)
     if problems:
         return None
     return Model(data=data, coords=coords, nodes=tuple(nodes), observes=tuple(observes))
+
+
+def _check_unnamed_dims(nodes: list[Param | Define], observes: list[Observe], coords: dict[str, list[Any]],
+                        problems: list[Problem]) -> None:
+    """A coordinate named like an unnamed dimension (`theta_dim_0`, `y_dim_0` of observed data) labels it, so it
+    must have its size: xarray refused the mismatch when the results were assembled, after sampling."""
+    variables = [(n.output, n.dims, n.shape) for n in nodes]
+    variables += [(o.name, tuple(f"{o.name}_dim_{i}" for i in range(len(o.shape))), o.shape) for o in observes]
+    for owner, dims, shape in variables:
+        for dim, size in zip(dims, shape, strict=True):
+            if dim in coords and len(coords[dim]) != size:
+                problems.append(Problem(f"coords.{dim}", f"names dimension {dim} of {owner!r}, of size {size}, but has "
+                                                         f"{len(coords[dim])} labels"))
 
 
 def dist_shape(draft: DistDraft, checker: ShapeChecker, data: dict[str, np.ndarray],
@@ -152,6 +167,10 @@ def _param(draft: ParamDraft, checker: ShapeChecker, coords: dict[str, list[Any]
     if resolved is None or not ok:
         return None
     call, batch, event = resolved
+    if declared is not None and math.prod(declared) > MAX_PARAM_ELEMENTS:
+        problems.append(Problem(draft.path, f"declared shape {declared} has {math.prod(declared)} elements; params "
+                                            f"have at most {MAX_PARAM_ELEMENTS} in all"))
+        return None
     if declared is None:
         full = batch + event
     else:
@@ -221,7 +240,17 @@ def _observe(name: str, dist: DistDraft | None, checker: ShapeChecker, data: dic
 def _declared_shape(dims: list[str] | None, shape: list[Any] | None, path: str, coords: dict[str, list[Any]],
                     checker: ShapeChecker, problems: list[Problem]) -> tuple[bool, Shape | None]:
     """(ok, the shape given by dims or shape, or None if neither)."""
+    given = dims if dims is not None else shape
+    if given is not None and len(given) > MAX_DIMS:
+        field = "dims" if dims is not None else "shape"
+        problems.append(Problem(f"{path}.{field}", f"{len(given)} dimensions; at most {MAX_DIMS} are allowed"))
+        return False, None
     if dims is not None:
+        twice = sorted({d for d in dims if dims.count(d) > 1})
+        if twice:
+            problems.append(Problem(f"{path}.dims", f"{', '.join(twice)} given twice; a variable's dimensions must be "
+                                                    "distinct (netCDF cannot store one dimension twice): add a coord"))
+            return False, None
         unknown = [d for d in dims if d not in coords]
         if unknown:
             problems.append(Problem(f"{path}.dims", f"unknown coordinate(s) {', '.join(unknown)}; define them under "

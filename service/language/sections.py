@@ -8,6 +8,7 @@ resolve.py take it from here). Data go through data.py.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,14 +21,20 @@ from service.language import expr
 from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, DistInfo
 from service.language.data import arrays
 from service.language.expr import Call, Node
+from service.language.text import MAX_LABEL_CHARS, label_problem
 
 TOP_KEYS = ("spec", "data", "coords", "params", "define", "observe", "name", "description")
 PARAM_KEYS = ("dist", "dims", "shape", "reparam", "label", "keep")
 DEFINE_KEYS = ("expr", "dims", "label", "keep")
 MAX_NAMES = 2_000
 """Entries per section."""
-LABEL_RE = re.compile(r"^[^\x00-\x1f/\\]{1,128}$")
+LABEL_RE = re.compile(r"^[^\x00-\x1f\x7f-\x9f\ud800-\udfff/\\]{1,128}$")
 """Labels name variables in the draws (`1|county`): printable, no slashes (netCDF paths)."""
+MAX_INT_LABEL = 2**53
+"""Largest integer coordinate label: beyond it netCDF cannot store the label (2**70 crashed the writer)."""
+MAX_MODEL_NAME_CHARS = 200
+"""Longest model `name` (it labels the job's metrics)."""
+MAX_DESCRIPTION_CHARS = 10_000
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ def read(doc: Mapping[str, Any], problems: list[Problem]) -> Sections:
     for key in doc:
         if key not in TOP_KEYS:
             problems.append(Problem(str(key), f"unknown section; expected one of {', '.join(TOP_KEYS)}"))
+    about(doc, problems)
     data = arrays(_section(doc, "data", problems), problems)
     coords = _coords(_section(doc, "coords", problems), problems)
     params = [_param(str(k), v, problems) for k, v in _section(doc, "params", problems).items()]
@@ -162,6 +170,24 @@ def _section(doc: Mapping[str, Any], key: str, problems: list[Problem]) -> Mappi
     return value
 
 
+def about(doc: Mapping[str, Any], problems: list[Problem]) -> None:
+    """The model's `name` (a metrics label: short, no control characters) and free-text `description`, for
+    either front end."""
+    name = doc.get("name")
+    if name is not None:
+        if not isinstance(name, str) or not name:
+            problems.append(Problem("name", "must be a non-empty string"))
+        elif (problem := label_problem(name, max_chars=MAX_MODEL_NAME_CHARS)) is not None:
+            problems.append(Problem("name", problem))
+    description = doc.get("description")
+    if description is not None:
+        if not isinstance(description, str):
+            problems.append(Problem("description", "must be a string"))
+        elif (problem := label_problem(description.replace("\n", " ").replace("\t", " ").replace("\r", " "),
+                                       max_chars=MAX_DESCRIPTION_CHARS)) is not None:
+            problems.append(Problem("description", problem))
+
+
 def _coords(raw: Mapping[Any, Any], problems: list[Problem]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {}
     for key, labels in raw.items():
@@ -172,11 +198,36 @@ def _coords(raw: Mapping[Any, Any], problems: list[Problem]) -> dict[str, list[A
         if not all(isinstance(x, str | int | float) and not isinstance(x, bool) for x in labels):
             problems.append(Problem(path, "labels must be strings or numbers"))
             continue
+        bad = _label_problem(labels)
+        if bad is not None:
+            problems.append(Problem(path + bad[0], bad[1]))
+            continue
         if len(set(labels)) != len(labels):
             problems.append(Problem(path, "labels must be unique"))
             continue
         out[str(key)] = list(labels)
     return out
+
+
+def _label_problem(labels: list[str | int | float]) -> tuple[str, str] | None:
+    """(index suffix of the path, message) for the first label netCDF cannot store as given, or None.
+
+    All strings or all numbers: a mixed list is stored as strings (`1` comes back as "1", and [1, "1"] crashed
+    the writer); numbers must be finite (NaN is not equal to itself, so it is no label) and integers within
+    MAX_INT_LABEL; strings as label_problem says.
+    """
+    if any(isinstance(x, str) for x in labels) and not all(isinstance(x, str) for x in labels):
+        return "", "labels must be all strings or all numbers"
+    for i, label in enumerate(labels):
+        if isinstance(label, str):
+            problem = label_problem(label, max_chars=MAX_LABEL_CHARS)
+            if problem is not None:
+                return f"[{i}]", f"the label {problem}"
+        elif isinstance(label, float) and not math.isfinite(label):
+            return f"[{i}]", "a numeric label must be finite"
+        elif isinstance(label, int) and abs(label) > MAX_INT_LABEL:
+            return f"[{i}]", f"an integer label must be within +-2**53, got {label:.3g}"
+    return None
 
 
 def _param(name: str, raw: Any, problems: list[Problem]) -> ParamDraft:

@@ -6,14 +6,20 @@ is checked here, against the actual integer data, before anything is queued.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from service.exceptions import Problem
 from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, Fn
-from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
+from service.language.data import MAX_DATA_DIMS
+from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice, to_text
 from service.language.ir import Shape
+
+MAX_DIMS = MAX_DATA_DIMS
+"""Most dimensions of any value (declared shapes and every expression's result), as for data: numpy and JAX stop
+at 32, and indexing adds dimensions, so without a bound `x[i][j][k]...` would reach that limit as a crash."""
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,10 @@ class Symbol:
     shape: Shape | None
     """None for a node whose own problem was already reported: its dependents stay quiet."""
     values: np.ndarray | None = None
+
+
+_INTEGRAL_FUNCTIONS = frozenset({"abs", "square", "minimum", "maximum", "sum", "cumsum", "transpose", "dot"})
+"""Functions whose result keeps an integer argument's dtype."""
 
 
 class ShapeError(Exception):
@@ -60,8 +70,10 @@ def _fmt(shape: Shape) -> str:
 class ShapeChecker:
     """Infers the shape of expressions over a table of known symbols."""
 
-    def __init__(self, symbols: dict[str, Symbol]) -> None:
+    def __init__(self, symbols: dict[str, Symbol], *, on_shape: Callable[[Node, Shape], None] | None = None) -> None:
         self.symbols = symbols
+        self.on_shape = on_shape
+        """Called with every sub-expression and its shape, innermost first (the cost model counts them)."""
 
     def check(self, node: Node, path: str, problems: list[Problem]) -> Shape | None:
         """Shape of `node`, or None after recording the problem at `path`."""
@@ -74,6 +86,14 @@ class ShapeChecker:
             return None
 
     def shape(self, node: Node) -> Shape:
+        result = self._shape(node)
+        if len(result) > MAX_DIMS:
+            raise ShapeError(f"{_text(node)} would have {len(result)} dimensions; at most {MAX_DIMS} are allowed")
+        if self.on_shape is not None:
+            self.on_shape(node, result)
+        return result
+
+    def _shape(self, node: Node) -> Shape:
         match node:
             case Num():
                 return ()
@@ -88,6 +108,10 @@ class ShapeChecker:
                 return self.shape(o)
             case BinOp(op="@", left=a, right=b):
                 return matmul(self.shape(a), self.shape(b))
+            case BinOp(op="**", left=a, right=b):
+                shape = broadcast(self.shape(a), self.shape(b))
+                self._check_power(a, b)
+                return shape
             case BinOp(left=a, right=b) | Compare(left=a, right=b):
                 return broadcast(self.shape(a), self.shape(b))
             case Call(func=func, args=args, kwargs=kwargs):
@@ -107,6 +131,8 @@ class ShapeChecker:
         if len(args) != info.arity:
             raise ShapeError(f"{func}() takes {info.arity} argument(s), got {len(args)}")
         shapes = [self.shape(a) for a in args]
+        if func == "pow":
+            self._check_power(*args)
         match info.rule:
             case Fn.ELEMENTWISE:
                 return broadcast(*shapes)
@@ -121,6 +147,48 @@ class ShapeChecker:
             case Fn.TRANSPOSE:
                 return shapes[0][::-1]
         raise ShapeError(f"unknown function {func!r}")
+
+    def _check_power(self, base: Node, exponent: Node) -> None:
+        """JAX raises (a traceback in the worker) for an integer to a negative integer power, and wraps negative
+        data exponents to nonsense; so an integer base needs an exponent known to be non-negative."""
+        if not (self._integral(base) and self._integral(exponent)):
+            return
+        known = self._known(exponent)
+        if known is not None and (known.size == 0 or known.min() >= 0):
+            return
+        why = "is negative" if known is not None else "may be negative"
+        raise ShapeError(f"{_text(base)} is an integer and the exponent {_text(exponent)} {why}: JAX refuses integers "
+                         f"to negative powers; make the base a float, e.g. (1.0 * {_text(base)}) ** ...")
+
+    def _integral(self, node: Node) -> bool:
+        """Whether the value of `node` has an integer (or boolean) dtype: integer literals and data, and what
+        arithmetic, indexing and the dtype-preserving functions make of them."""
+        match node:
+            case Num(value=v):
+                return isinstance(v, int)
+            case Name(id=name):
+                sym = self.symbols.get(name)
+                return sym is not None and sym.values is not None and np.issubdtype(sym.values.dtype, np.integer)
+            case Neg(operand=o) | Index(value=o):
+                return self._integral(o)
+            case BinOp(op=op, left=a, right=b) if op != "/":
+                return self._integral(a) and self._integral(b)
+            case Compare():
+                return True
+            case Call(func="where", args=args) if len(args) == 3:
+                return self._integral(args[1]) and self._integral(args[2])
+            case Call(func=func, args=args) if func in _INTEGRAL_FUNCTIONS:
+                return all(self._integral(a) for a in args)
+        return False
+
+    def _known(self, node: Node) -> np.ndarray | None:
+        if isinstance(node, Num):
+            return np.asarray(node.value)
+        if isinstance(node, Name):
+            sym = self.symbols.get(node.id)
+            if sym is not None and sym.kind == "data":
+                return sym.values
+        return None
 
     def _index(self, value: Node, items: tuple[Node | Slice, ...]) -> Shape:
         base = self.shape(value)
@@ -172,6 +240,11 @@ class ShapeChecker:
                 raise ShapeError(f"index {item.id!r} is not integer data (dtype {sym.values.dtype})")
             return sym.values
         raise ShapeError("an index must be integer data, an integer literal or a slice")
+
+
+def _text(node: Node) -> str:
+    text = to_text(node)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _describe(item: Node) -> str:

@@ -1,11 +1,14 @@
 """Model spec -> validated Model. Collects every problem, each with its field path.
 
-The stages, each a module: sections.py reads the sections into drafts (data
-through data.py); names.py checks names and orders the nodes by dependency
+The stages, each a module: text.py refuses any string UTF-8 cannot encode, keys
+included, before anything quotes it; sections.py reads the sections into drafts
+(data through data.py); names.py checks names and orders the nodes by dependency
 (cycles are problems); resolve.py resolves every shape and builds the Model,
 checking constraints and supports against the data on the way (support.py). A
 formula spec is compiled to a graph spec first (formula.py). Nothing here
-imports JAX; the API runs this before queueing anything.
+imports JAX; the API runs this before queueing anything. What the model costs
+in memory (cost.py) is checked with the sampler settings, by
+service.sampler.parse_job, against the server's limits.
 
 The limits live with the stage that enforces them and are importable from here.
 """
@@ -16,13 +19,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from service.exceptions import Problem, SpecError
-from service.language import names
+from service.language import names, text
 from service.language.data import MAX_DATA_DIMS, MAX_DATA_ELEMENTS, MAX_ROWS
 from service.language.formula import compile_formula
 from service.language.ir import Model
 from service.language.names import COORD_RE
 from service.language.resolve import MAX_PARAM_ELEMENTS, resolve
-from service.language.sections import LABEL_RE, MAX_NAMES, read
+from service.language.sections import LABEL_RE, MAX_NAMES, about, read
 
 __all__ = ["COORD_RE", "LABEL_RE", "MAX_DATA_DIMS", "MAX_DATA_ELEMENTS", "MAX_NAMES", "MAX_PARAM_ELEMENTS",
            "MAX_ROWS", "SPEC_VERSION", "validate"]
@@ -35,6 +38,9 @@ def validate(doc: Any) -> Model:
     if not isinstance(doc, Mapping):
         raise SpecError([Problem("", f"a model spec is a mapping with `spec: {SPEC_VERSION}`, "
                                      f"got {type(doc).__name__}")])
+    unencodable = text.unencodable(doc)
+    if unencodable:  # before anything quotes the user's strings back
+        raise SpecError(unencodable)
     if "spec" not in doc:
         raise SpecError([Problem("spec", f"missing: add `spec: {SPEC_VERSION}` (the model language version)")])
     version = doc["spec"]
@@ -60,7 +66,14 @@ def _from_graph(doc: Mapping[str, Any]) -> Model:
 
 def _from_formula(doc: Mapping[str, Any]) -> Model:
     """Compile a formula spec to a graph spec and validate that; problems point at the user's fields."""
-    graph = compile_formula(doc)
+    problems: list[Problem] = []
+    about(doc, problems)  # the compiled graph spec has no name or description
+    try:
+        graph = compile_formula(doc)
+    except SpecError as exc:
+        raise SpecError(problems + exc.problems) from None
+    if problems:
+        raise SpecError(problems)
     try:
         model = _from_graph(graph)
     except SpecError as exc:

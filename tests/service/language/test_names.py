@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from service.exceptions import Problem
 from service.language import expr, names
 from service.language.sections import DefineDraft, Draft, read
@@ -90,3 +92,19 @@ def test_cycles_are_reported_once_each_and_their_dependents_left_out() -> None:
     assert [d.name for d in ordered] == ["e"]
     assert [(p.path, p.message) for p in problems] == [("define.a", "cycle: a -> b -> a"),
                                                        ("define.d", "cycle: d -> d")]
+
+
+@pytest.mark.parametrize(("params", "path", "name"), [
+    ({"lp": "Normal(0, 1)"}, "params.lp", "lp"),
+    ({"a": {"dist": "Normal(0, 1)", "label": "diverging"}}, "params.a.label", "diverging"),
+])
+def test_sample_stat_names_are_refused(params: dict[str, Any], path: str, name: str) -> None:
+    """ArviZ gives a variable and a sample stat of one name the same dims: a variable `lp` crashed assembly."""
+    assert name_problems(params=params) == [(path, f"{name!r} names a sample stat in the results; choose another "
+                                                   "name")]
+
+
+def test_sample_stats_are_the_workers() -> None:
+    from workers.program import STAT_NAMES
+
+    assert names.SAMPLE_STATS == STAT_NAMES

@@ -162,3 +162,56 @@ def test_static_int() -> None:
               "vector data": "V", "param": "p", "float": "2.5", "junk": "("}.items()}
     assert known == {"int": 4, "text": 5, "literal": 6, "data": 3, "bool": None, "float data": None,
                      "vector data": None, "param": None, "float": None, "junk": None}
+
+
+@pytest.mark.parametrize(("params", "define", "path", "message"), [
+    # numpy stops at 32 dimensions: a 33-dimensional shape was a plain-text 500
+    ({"a": {"dist": "Normal(0, 1)", "shape": [1] * 33}}, {}, "params.a.shape", "33 dimensions; at most 8 are allowed"),
+    ({"a": {"dist": "Normal(0, 1)", "dims": ["g"] * 9}}, {}, "params.a.dims", "9 dimensions; at most 8 are allowed"),
+    ({"a": "Normal(0, 1)"}, {"d": {"expr": "y", "dims": ["g"] * 40}}, "define.d.dims",
+     "40 dimensions; at most 8 are allowed"),
+    # indexing adds dimensions: a chain of gathers would reach numpy's limit
+    ({"a": "Normal(0, 1)"}, {"d": "y[i8][i8]"}, "define.d", "y[i8][i8] would have 15 dimensions; at most 8"),
+    ({"a": {"dist": "Normal(0, 1)", "shape": [2**32, 2**32]}}, {}, "params.a",
+     "declared shape (4294967296, 4294967296) has 18446744073709551616 elements; params have at most 200000 in all"),
+    # JAX raises for an integer to a negative integer power (a traceback in the worker)
+    ({"a": "Normal(0, 1)"}, {"d": "n ** -1"}, "define.d", "n is an integer and the exponent -1 is negative"),
+    ({"a": "Normal(0, 1)"}, {"d": "pow(n[0], k)"}, "define.d", "n[0] is an integer and the exponent k is negative"),
+    ({"a": "Normal(0, 1)"}, {"d": "(n + 1) ** (k * 2)"}, "define.d",
+     "n + 1 is an integer and the exponent k * 2 may be negative"),
+])
+def test_dimension_and_power_problems(params: dict[str, Any], define: dict[str, Any], path: str,
+                                      message: str) -> None:
+    data = {"y": [1.0, 2.0, 3.0], "n": [1, 2, 3], "k": -2, "i8": np.zeros((1,) * 8, int).tolist()}
+    model, problems = resolved(data=data, coords={"g": ["a", "b", "c"]}, params=params, define=define)
+    assert model is None
+    assert len(problems) == 1 and problems[0][0] == path and message in problems[0][1], problems
+
+
+@pytest.mark.parametrize("define", ["n ** 2", "(1.0 * n) ** -1", "n ** 0.5", "a ** n", "2 ** a", "n ** m"])
+def test_powers_jax_computes(define: str) -> None:
+    model, problems = resolved(data={"n": [1, 2, 3], "m": [0, 1, 2]}, params={"a": "HalfNormal(1)"},
+                               define={"d": define})
+    assert problems == [] and model is not None
+
+
+@pytest.mark.parametrize(("sections", "path", "message"), [
+    # each of these validated, sampled, and then crashed result assembly (xarray) in the worker
+    ({"coords": {"theta_dim_0": ["a", "b", "c"]}, "params": {"theta": {"dist": "Normal(0, 1)", "shape": [5]}}},
+     "coords.theta_dim_0", "names dimension theta_dim_0 of 'theta', of size 5, but has 3 labels"),
+    ({"data": {"y": [1.0, 2.0]}, "coords": {"y_dim_0": ["a", "b", "c"]}, "params": {"m": "Normal(0, 1)"},
+      "observe": {"y": "Normal(m, 1)"}},
+     "coords.y_dim_0", "names dimension y_dim_0 of 'y', of size 2, but has 3 labels"),
+    ({"coords": {"g": ["a", "b"]}, "params": {"t": {"dist": "Normal(0, 1)", "dims": ["g", "g"]}}},
+     "params.t.dims", "g given twice; a variable's dimensions must be distinct"),
+])
+def test_dimensions_netcdf_cannot_store_are_refused(sections: dict[str, Any], path: str, message: str) -> None:
+    model, problems = resolved(**sections)
+    assert model is None
+    assert len(problems) == 1 and problems[0][0] == path and message in problems[0][1], problems
+
+
+def test_a_coord_may_label_an_unnamed_dimension_of_its_size() -> None:
+    model, problems = resolved(coords={"theta_dim_0": ["a", "b", "c"]},
+                               params={"theta": {"dist": "Normal(0, 1)", "shape": [3]}})
+    assert problems == [] and model is not None and model.params[0].dims == ("theta_dim_0",)

@@ -117,3 +117,48 @@ def test_sections_must_be_mappings_of_bounded_size(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr("service.language.sections.MAX_NAMES", 2)
     _, problems = read_doc(params={"a": "Normal(0, 1)"}, define={"x": "a", "y": "a", "z": "a"})
     assert problems == [("define", "more than 2 entries")]
+
+
+@pytest.mark.parametrize(("labels", "path", "message"), [
+    # netCDF truncates at U+0000 ("a\x00" came back as "a"): no control characters in labels
+    (["a\x00", "a"], "coords.g[0]", "the label contains the control character U+0000"),
+    (["a", "b\n"], "coords.g[1]", "the label contains the control character U+000A"),
+    (["a\x85"], "coords.g[0]", "the label contains the control character U+0085"),
+    (["a" * 1025], "coords.g[0]", "the label is 1025 characters long; at most 1024"),
+    # a mixed list is stored as strings: 1 came back as "1", and [1, "1"] crashed the netCDF writer
+    ([1, "a"], "coords.g", "labels must be all strings or all numbers"),
+    ([float("nan"), 1.0], "coords.g[0]", "a numeric label must be finite"),
+    ([1.0, float("inf")], "coords.g[1]", "a numeric label must be finite"),
+    ([2**70, 1], "coords.g[0]", "an integer label must be within +-2**53, got 1.18e+21"),  # crashed the writer
+])
+def test_coordinate_labels_netcdf_cannot_store_are_refused(labels: list[Any], path: str, message: str) -> None:
+    out, problems = read_doc(coords={"g": labels}, params={"a": "Normal(0, 1)"})
+    assert problems == [(path, message)]
+    assert out.coords == {}
+
+
+@pytest.mark.parametrize("labels", [["a/b", "c d", "\U0001F600", "", "x" * 1024, "\ufeff"], [1, 2.5, -3], [2**53]])
+def test_coordinate_labels_netcdf_stores_are_accepted(labels: list[Any]) -> None:
+    out, problems = read_doc(coords={"g": labels}, params={"a": "Normal(0, 1)"})
+    assert problems == [] and out.coords == {"g": labels}
+
+
+@pytest.mark.parametrize(("doc", "path", "message"), [
+    ({"name": "m\x1b[31m"}, "name", "contains the control character U+001B"),  # a terminal escape in logs
+    ({"name": "m" * 201}, "name", "is 201 characters long; at most 200"),
+    ({"name": 7}, "name", "must be a non-empty string"),
+    ({"name": ""}, "name", "must be a non-empty string"),
+    ({"description": ["x"]}, "description", "must be a string"),
+    ({"description": "a\x00b"}, "description", "contains the control character U+0000"),
+    ({"params": {"a": {"dist": "Normal(0, 1)", "label": "a\x7f"}}}, "params.a.label",
+     "a label is 1-128 printable characters without slashes"),
+])
+def test_model_name_description_and_labels(doc: dict[str, Any], path: str, message: str) -> None:
+    _, problems = read_doc(**{"params": {"a": "Normal(0, 1)"}, **doc})
+    assert problems == [(path, message)]
+
+
+def test_a_description_may_span_lines() -> None:
+    _, problems = read_doc(name="radon \u00e9", description="Gelman & Hill\n\tchapter 12\r\n",
+                           params={"a": "Normal(0, 1)"})
+    assert problems == []
