@@ -34,6 +34,7 @@ from cli.stack import Stack, free_port
 from service import keys
 from service.client import Client
 from service.codec import unpack
+from service.jobs import blobs
 from service.language.loader import load_file
 from service.results import summary, to_inference_data
 from service.sampler import parse_job
@@ -93,7 +94,7 @@ def main() -> None:
                     fit = Engine().run(model, settings)
                     summary(to_inference_data(model, fit.draws, fit.stats))
                     local_wall = time.perf_counter() - started
-                    got = unpack(redis.hget(keys.result(job["id"]), "draws"))
+                    got = unpack(blobs.read(redis, keys.result_file(job["id"], "draws")) or b"")
                     identical &= all(np.array_equal(got[k], fit.draws[k]) for k in fit.draws)
                     if r:
                         service_walls.append(service_wall)

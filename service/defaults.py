@@ -24,3 +24,7 @@ stats) x 8 bytes. 200k params x 400 draws x 4 chains is 2.56 GB and is refused."
 MAX_CHAIN_RESULT_BYTES = 128_000_000
 """Draws and sample stats of one chain (Settings.max_chain_result_bytes): a quarter of Redis' 512 MB limit on one
 value, so a chain's results stay far below it however they are stored."""
+
+CHUNK_BYTES = 32 * 1024 * 1024
+"""Largest single value chainyard writes to Redis (Settings.chunk_bytes): a chain's draws and a job's files are
+lists of chunks of at most this size, so none approaches Redis' 512 MB limit on one value."""

@@ -62,13 +62,29 @@ def live_blocks(job_id: str, chain_index: int) -> str:
 
 
 def chain_draws(job_id: str, chain_index: int) -> str:
-    """String: the finished chain's draws and stats (npz). Written before its task is acknowledged."""
+    """List of chunks (service.jobs.blobs): the finished chain's draws and stats (npz). Written before its task
+    is acknowledged."""
     return f"{PREFIX}:draws:{job_id}:{chain_index}"
 
 
 def result(job_id: str) -> str:
-    """Hash: netcdf (bytes) and summary (JSON) of the finished job."""
+    """Hash: the finished job's summary (JSON)."""
     return f"{PREFIX}:result:{job_id}"
+
+
+RESULT_FILES = ("netcdf", "draws")
+"""The finished job's files: the InferenceData as netCDF, the posterior draws as npz."""
+
+
+def result_file(job_id: str, name: str) -> str:
+    """List of chunks (service.jobs.blobs): one of RESULT_FILES."""
+    return f"{PREFIX}:file:{job_id}:{name}"
+
+
+def staging(key: str, writer: str) -> str:
+    """List of chunks with a TTL: a value being written to `key`, renamed onto it when complete (so readers
+    never see half of it, and a writer that dies leaves only a key that expires)."""
+    return f"{key}:staging:{writer}"
 
 
 def assembling(job_id: str) -> str:
@@ -124,7 +140,7 @@ PRIOR_LAST_OUTCOME = f"{PREFIX}:prior-last-outcome"
 def job_keys(job_id: str, chains: int) -> list[str]:
     """Every key of one job (for delete and retention)."""
     keys = [job(job_id), job_model(job_id), result(job_id), assembling(job_id), diagnostics(job_id),
-            diagnostics_due(job_id)]
+            diagnostics_due(job_id), *(result_file(job_id, name) for name in RESULT_FILES)]
     for c in range(chains):
         keys += [chain(job_id, c), live_blocks(job_id, c), chain_draws(job_id, c)]
     return keys

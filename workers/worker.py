@@ -92,7 +92,7 @@ class Worker:
         self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout,
                                 window=settings.dispatch_window)
         self.store = JobStore(redis, settings)
-        self.chains = ChainWriter(redis)
+        self.chains = ChainWriter(redis, chunk_bytes=settings.chunk_bytes)
         self.shutdown = threading.Event()
         self.busy = metrics.WORKER_BUSY.labels(worker=name)
         self.busy.set(0)

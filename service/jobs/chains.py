@@ -12,6 +12,8 @@ from typing import Any
 
 from service import keys
 from service.codec import text
+from service.defaults import CHUNK_BYTES
+from service.jobs import blobs
 from service.jobs.record import ChainPhase, JobState
 
 _KEEP_TTL = """
@@ -49,19 +51,23 @@ return state
 """
 
 _SAVE = _KEEP_TTL + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('SET', KEYS[3], ARGV[1])
-redis.call('HSET', KEYS[2], 'phase', ARGV[2], 'iteration', ARGV[3], 'of', ARGV[3], 'divergences', ARGV[4])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[5])
+  return 0
+end
+redis.call('RENAME', KEYS[5], KEYS[3])
+redis.call('PERSIST', KEYS[3])
+redis.call('HSET', KEYS[2], 'phase', ARGV[1], 'iteration', ARGV[2], 'of', ARGV[2], 'divergences', ARGV[3])
 keep_ttl(KEYS[2], KEYS[3])
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then return 1 end
 end
-if redis.call('HGET', KEYS[1], 'state') == 'running' then redis.call('ZADD', KEYS[4], 'NX', ARGV[5], ARGV[6]) end
+if redis.call('HGET', KEYS[1], 'state') == 'running' then redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5]) end
 return 2
 """
-"""Store a chain's draws and its final progress (which also repairs progress writes lost in a Redis outage);
-2 when every chain of the job is now stored (the job is then due for assembly), 1 otherwise, 0 if the job is
-gone."""
+"""Move a chain's staged draws onto its key and store its final progress (which also repairs progress writes
+lost in a Redis outage); 2 when every chain of the job is now stored (the job is then due for assembly), 1
+otherwise, 0 if the job is gone (the staged draws are dropped)."""
 
 _FIELDS = _KEEP_TTL + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -74,8 +80,9 @@ return 1
 class ChainWriter:
     """The worker side of a job's chains in Redis."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, *, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.r = redis
+        self.chunk_bytes = chunk_bytes
 
     def start_attempt(self, job_id: str, chain: int, worker: str) -> int | None:
         """Count an attempt at a chain (by `worker`); the attempts so far, or None if the job is gone."""
@@ -94,12 +101,13 @@ class ChainWriter:
         return JobState(text(state)) if state else None
 
     def save(self, job_id: str, chain: int, blob: bytes, *, chains: int, iterations: int, divergences: int) -> bool:
-        """Store a finished chain's draws and final progress (before its task is acknowledged); True when all
-        `chains` of the job are stored (it is then due for assembly). Nothing is written if the job is gone."""
+        """Store a finished chain's draws (in chunks) and final progress, before its task is acknowledged; True
+        when all `chains` of the job are stored (it is then due for assembly). Nothing stays if the job is gone."""
+        staging = blobs.stage(self.r, keys.chain_draws(job_id, chain), blob, chunk_bytes=self.chunk_bytes)
         every = [keys.chain_draws(job_id, c) for c in range(chains)]
-        done = self.r.eval(_SAVE, 4 + chains, keys.job(job_id), keys.chain(job_id, chain),
-                           keys.chain_draws(job_id, chain), keys.ASSEMBLY_DUE, *every, blob, ChainPhase.DONE.value,
-                           iterations, divergences, repr(time.time()), job_id)
+        done = self.r.eval(_SAVE, 5 + chains, keys.job(job_id), keys.chain(job_id, chain),
+                           keys.chain_draws(job_id, chain), keys.ASSEMBLY_DUE, staging, *every,
+                           ChainPhase.DONE.value, iterations, divergences, repr(time.time()), job_id)
         return int(done) == 2
 
     def record_error(self, job_id: str, chain: int, error: str) -> None:

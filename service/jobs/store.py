@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from service import keys, metrics
 from service.codec import pack, text
 from service.config import Settings
 from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
+from service.jobs import blobs
 from service.jobs.assemble import Results, assemble, stack_chains
 from service.jobs.pinned import PinnedModel
 from service.jobs.quotas import Quotas, check_queued, count_submission
@@ -31,6 +33,13 @@ from service.queue import ChainQueue
 from service.sampler import parse_job
 
 log = logging.getLogger("chainyard.jobs")
+
+_GUARDED_HSET = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV))
+return 1
+"""
+"""HSET KEYS[2] only while the job record KEYS[1] exists (a job deleted meanwhile stays deleted)."""
 
 RERUN = frozenset({JobState.CANCELLED, JobState.FAILED})
 """A seeded request identical to a job in one of these states runs it again (same id) instead of returning it."""
@@ -63,7 +72,8 @@ class JobStore:
         of the tenant's: QuotaExceededError (counted before validating, so a flood costs little)."""
         quota = self.quotas.of(tenant)
         count_submission(self.r, tenant, quota)
-        validated, settings = parse_job({"model": model, "sampler": sampler})
+        validated, settings = parse_job({"model": model, "sampler": sampler, "name": name, "labels": labels},
+                                        limits=self.settings.cost_limits())
         iterations = settings.chains * (settings.warmup + settings.draws)
         if iterations > self.settings.max_iterations_per_job:
             raise SpecError([Problem("sampler", f"chains x (warmup + draws) = {iterations} is over this server's "
@@ -134,23 +144,34 @@ class JobStore:
         return [ChainProgress.from_hash(c, raw, of=record.iterations) for c, raw in enumerate(pipe.execute())]
 
     def list(self, tenant: str, *, state: JobState | None, label: str | None, offset: int, limit: int) -> JobPage:
+        """A page of a tenant's jobs, newest first. `label` is `key=value` (that value) or `key` (has the label,
+        any value). The filters read two fields of every record (state, labels: one pipeline); whole records and
+        their chains are read for the page only."""
         ids = [text(i) for i in self.r.zrevrange(keys.tenant_jobs(tenant), 0, -1)]
-        selector = label.split("=", 1) if label else None
-        page: list[tuple[JobRecord, list[ChainProgress]]] = []
-        matched = 0
+        pipe = self.r.pipeline()
         for job_id in ids:
+            pipe.hmget(keys.job(job_id), "state", "labels")
+        key, has_value, value = label.partition("=") if label else ("", "", "")
+        matched, gone = [], []
+        for job_id, (raw_state, raw_labels) in zip(ids, pipe.execute(), strict=True):
+            if raw_state is None:
+                gone.append(job_id)  # expired or deleted
+                continue
+            if state and text(raw_state) != state.value:
+                continue
+            if label:
+                labels = json.loads(text(raw_labels or b"{}"))
+                if key not in labels or (has_value and labels[key] != value):
+                    continue
+            matched.append(job_id)
+        if gone:
+            self.r.zrem(keys.tenant_jobs(tenant), *gone)
+        page = []
+        for job_id in matched[offset:offset + limit]:
             record = self.read(job_id)
-            if record is None:
-                self.r.zrem(keys.tenant_jobs(tenant), job_id)  # expired or deleted
-                continue
-            if state and record.state != state:
-                continue
-            if selector and record.labels.get(selector[0]) != (selector[1] if len(selector) > 1 else None):
-                continue
-            matched += 1
-            if offset < matched <= offset + limit:
+            if record is not None:
                 page.append((record, self.chains(record)))
-        return JobPage(jobs=page, total=matched)
+        return JobPage(jobs=page, total=len(matched))
 
     # -- cancel, delete ---------------------------------------------------------------------------
 
@@ -232,15 +253,32 @@ class JobStore:
 
     # -- results ----------------------------------------------------------------------------------
 
-    def result(self, tenant: str, job_id: str, field: str) -> bytes:
-        """`netcdf`, `summary` or `draws` of a succeeded job (assembled here if its chains are all stored)."""
+    def summary(self, tenant: str, job_id: str) -> dict[str, Any]:
+        """The summary of a succeeded job (assembled here if its chains are all stored)."""
+        self._ready(tenant, job_id)
+        value = self.r.hget(keys.result(job_id), "summary")
+        if value is None:  # deleted meanwhile
+            raise NotFoundError(f"job {job_id} not found")
+        summary: dict[str, Any] = json.loads(value)
+        return summary
+
+    def result_file(self, tenant: str, job_id: str, name: str) -> tuple[int, Iterator[bytes]]:
+        """One of keys.RESULT_FILES of a succeeded job: (size in bytes, its chunks, read one at a time)."""
+        self._ready(tenant, job_id)
+        size = int(self.r.hget(keys.result(job_id), f"{name}_bytes") or 0)
+        return size, blobs.chunks(self.r, keys.result_file(job_id, name))
+
+    def stored_file(self, job_id: str, name: str) -> bytes | None:
+        """A result file whole, whoever owns the job (tests, benchmarks)."""
+        return blobs.read(self.r, keys.result_file(job_id, name))
+
+    def _ready(self, tenant: str, job_id: str) -> None:
         record = self.get(tenant, job_id)
-        value = self.r.hget(keys.result(job_id), field)
-        if value is None and record.state == JobState.RUNNING and self.assemble(job_id):
-            value = self.r.hget(keys.result(job_id), field)
-        if value is None:
-            raise ConflictError(f"job {job_id} is {record.state}; results exist once it has succeeded")
-        return bytes(value)
+        if self.r.hexists(keys.result(job_id), "summary"):
+            return
+        if record.state == JobState.RUNNING and self.assemble(job_id):
+            return
+        raise ConflictError(f"job {job_id} is {record.state}; results exist once it has succeeded")
 
     def assemble(self, job_id: str) -> bool:
         """Build and store a job's results once all its chains are stored; idempotent, whichever process calls.
@@ -250,8 +288,7 @@ class JobStore:
         record = self.read(job_id)
         if record is None or record.state.terminal:
             return False
-        blobs = self.r.mget([keys.chain_draws(job_id, c) for c in range(record.chains)])
-        if any(b is None for b in blobs):
+        if not all(self.r.exists(keys.chain_draws(job_id, c)) for c in range(record.chains)):
             return False
         if not self.r.set(keys.assembling(job_id), "1", nx=True, ex=keys.ASSEMBLE_LOCK_SECONDS):
             return False
@@ -262,18 +299,25 @@ class JobStore:
                                                      "assembling process died; out of memory?)")
                 return False
             pinned = self.pinned(job_id)
-            if pinned is None:
-                return False
+            chains = [blobs.read(self.r, keys.chain_draws(job_id, c)) for c in range(record.chains)]
+            if pinned is None or any(c is None for c in chains):
+                return False  # deleted meanwhile
             try:
-                results, netcdf = self._build(record, pinned, [bytes(b) for b in blobs])
+                results, netcdf = self._build(record, pinned, [c for c in chains if c is not None])
             except Exception as exc:  # a result nothing can store must end the job, not kill its workers
                 log.exception("assembling %s failed", job_id)
                 self.finish(job_id, JobState.FAILED, f"assembling the results failed: {type(exc).__name__}: {exc}")
                 return False
             self.live.finalize(record, results.summary["totals"], JobState.SUCCEEDED)
-            self.r.hset(keys.result(job_id), mapping={"netcdf": netcdf,
-                                                      "summary": json.dumps(results.summary),
-                                                      "draws": pack(results.draws)})
+            files = {"netcdf": netcdf, "draws": pack(results.draws)}
+            for name, blob in files.items():
+                if not blobs.write(self.r, job_id, keys.result_file(job_id, name), blob,
+                                   chunk_bytes=self.settings.chunk_bytes):
+                    return False  # deleted meanwhile
+            fields = {"summary": json.dumps(results.summary), **{f"{n}_bytes": len(b) for n, b in files.items()}}
+            if not self.r.eval(_GUARDED_HSET, 2, keys.job(job_id), keys.result(job_id),
+                               *[x for kv in fields.items() for x in kv]):
+                return False
             self.finish(job_id, JobState.SUCCEEDED)
             return True
         finally:

@@ -17,6 +17,7 @@ from cli.stack import Stack, start_redis
 from service import keys
 from service.client import Client
 from service.codec import unpack
+from service.jobs import blobs
 from service.language.loader import load_file
 from service.sampler import parse_job
 from tests.conftest import EXAMPLES
@@ -39,7 +40,7 @@ def reference(doc: dict[str, Any]) -> dict[str, np.ndarray]:
 
 
 def service_draws(redis: Redis, job_id: str) -> dict[str, np.ndarray]:
-    arrays = unpack(redis.hget(keys.result(job_id), "draws"))
+    arrays = unpack(blobs.read(redis, keys.result_file(job_id, "draws")) or b"")
     return arrays
 
 

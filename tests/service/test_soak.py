@@ -20,6 +20,7 @@ from cli.stack import Stack, start_redis
 from service import keys
 from service.client import Client
 from service.codec import unpack
+from service.jobs import blobs
 from service.language.loader import load_file
 from service.queue import ChainQueue, Depth
 from service.sampler import parse_job
@@ -106,7 +107,7 @@ def test_twenty_jobs_each_with_workers_killed_end_bit_identical(stack: Stack) ->
                 stack.start_worker(name)  # same name and volume: it resumes its pending chains
             done = finished(client, job["id"], timeout=300)
             assert done["state"] == "succeeded", (i, moment, done["error"])
-            got, want = unpack(redis.hget(keys.result(job["id"]), "draws")), reference(doc)
+            got, want = unpack(blobs.read(redis, keys.result_file(job["id"], "draws")) or b""), reference(doc)
             for name in want:
                 assert np.array_equal(got[name], want[name]), (i, moment, name)
             assert all(c["phase"] == "done" and c["iteration"] == c["of"] for c in done["chains"])
@@ -142,7 +143,7 @@ def test_redis_sigkilled_mid_job_then_restarted(stack: Stack) -> None:
         stack.redis = start_redis(stack.data_dir / "redis", stack.redis_port, stack.logs / "redis.log")
         done = finished(client, job["id"], timeout=300)
     assert done["state"] == "succeeded"
-    got, want = unpack(redis.hget(keys.result(job["id"]), "draws")), reference(doc)
+    got, want = unpack(blobs.read(redis, keys.result_file(job["id"], "draws")) or b""), reference(doc)
     for name in want:
         assert np.array_equal(got[name], want[name]), name
     assert all(c["phase"] == "done" and c["iteration"] == c["of"] for c in done["chains"])  # progress repaired
