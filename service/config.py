@@ -10,6 +10,7 @@ from pydantic import Field, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.defaults import (
+    CHUNK_BYTES,
     DIAGNOSTICS_CPU_SHARE,
     MAX_CHAIN_RESULT_BYTES,
     MAX_EVALUATION_BYTES,
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = Field(6 * 3600, ge=1, description="A job still running after this fails.")
     visibility_timeout: float = Field(60.0, gt=0, description="A chain task idle this long is reclaimed.")
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024, description="Largest request body (413 above).")
+    chunk_bytes: int = Field(CHUNK_BYTES, ge=1024, le=256 * 1024 * 1024, description="Largest single value "
+                             "chainyard writes to Redis: a chain's draws and a job's files are stored as lists of "
+                             "chunks of at most this size (one Redis value is at most 512 MB).")
     max_iterations_per_job: int = Field(20_000_000, ge=1, description="chains x (warmup + draws) at most.")
     max_attempts: int = Field(3, ge=1, description="Failures of one chain before its job fails.")
 
