@@ -11,11 +11,12 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
+from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import Store, Tenant
 from service.codec import unpack
-from service.exceptions import Problem, SpecError
+from service.exceptions import NotFoundError, Problem, SpecError
 from service.jobs.record import ChainProgress, JobRecord, JobState
 from service.jobs.store import JobStore
 from service.schemas import ChainPublic, Diagnostics, ErrorResponse, JobCreate, JobList, JobPublic
@@ -55,7 +56,8 @@ def submit(body: JobCreate, store: Store, tenant: Tenant) -> JobPublic:
 @router.get("", response_model=JobList)
 def list_jobs(store: Store, tenant: Tenant,
               state: Annotated[JobState | None, Query()] = None,
-              label: Annotated[str | None, Query(max_length=200, description="key=value")] = None,
+              label: Annotated[str | None, Query(max_length=200, description="`key=value`: jobs with that label "
+                                                 "value; `key`: jobs that have the label, whatever its value")] = None,
               offset: Annotated[int, Query(ge=0)] = 0,
               limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JobList:
     page = store.list(tenant, state=state, label=label, offset=offset, limit=limit)
@@ -85,8 +87,7 @@ def delete(job_id: str, store: Store, tenant: Tenant) -> Response:
 @router.get("/{job_id}/summary")
 def summary(job_id: str, store: Store, tenant: Tenant) -> dict[str, Any]:
     """Per variable and element: mean, sd, hdi_3%, hdi_97%, mcse, ess_bulk, ess_tail, r_hat; totals."""
-    result: dict[str, Any] = json.loads(store.result(tenant, job_id, "summary"))
-    return result
+    return store.summary(tenant, job_id)
 
 
 @router.get("/{job_id}/draws", response_model=None)
@@ -95,11 +96,13 @@ def draws(job_id: str, store: Store, tenant: Tenant,
           vars: Annotated[str | None, Query(max_length=2000, description="comma-separated names")] = None,
           ) -> Response | dict[str, Any]:
     """ArviZ InferenceData as netCDF (`az.from_netcdf`), or JSON {variable: [chain][draw]...}."""
-    if format == "netcdf":
-        blob = store.result(tenant, job_id, "netcdf")
-        return Response(blob, media_type="application/x-netcdf",
-                        headers={"Content-Disposition": f'attachment; filename="{job_id}.nc"'})
-    arrays = unpack(store.result(tenant, job_id, "draws"))
+    if format == "netcdf":  # streamed chunk by chunk from Redis: the file is never held whole here
+        size, chunks = store.result_file(tenant, job_id, "netcdf")
+        return StreamingResponse(chunks, media_type="application/x-netcdf",
+                                 headers={"Content-Disposition": f'attachment; filename="{job_id}.nc"',
+                                          "Content-Length": str(size)})
+    _, chunks = store.result_file(tenant, job_id, "draws")
+    arrays = unpack(b"".join(chunks))
     wanted = [v for v in vars.split(",") if v] if vars else list(arrays)
     unknown = [v for v in wanted if v not in arrays]
     if unknown:
@@ -109,13 +112,21 @@ def draws(job_id: str, store: Store, tenant: Tenant,
 
 @router.get("/{job_id}/events")
 async def events(job_id: str, store: Store, tenant: Tenant) -> StreamingResponse:
-    """Server-sent events: a `progress` event whenever chains move, then one `end` event."""
+    """Server-sent events: a `progress` event whenever chains move, then one `end` event with the final state
+    (`deleted` if the job is deleted meanwhile)."""
     await run_in_threadpool(store.get, tenant, job_id)
 
     async def stream() -> AsyncIterator[str]:
         last = None
         while True:
-            job = await run_in_threadpool(_read, store, tenant, job_id, diagnostics=False)
+            try:
+                job = await run_in_threadpool(_read, store, tenant, job_id, diagnostics=False)
+            except NotFoundError:
+                yield f"event: end\ndata: {json.dumps({'state': 'deleted'})}\n\n"
+                return
+            except RedisError:  # the stream outlives a Redis outage: no event until Redis answers again
+                await asyncio.sleep(1.0)
+                continue
             payload = job.model_dump_json()
             if payload != last:
                 yield f"event: progress\ndata: {payload}\n\n"
