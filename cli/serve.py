@@ -24,10 +24,10 @@ def api(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the REST API, /healthz, /readyz and /metrics (configuration from CHAINYARD_* variables)."""
-    import uvicorn
+    from service.api.server import serve
+    from service.config import ApiSettings
 
-    uvicorn.run("service.api.app:create_app", factory=True, host=host, port=port, log_level=log_level,
-                proxy_headers=True, access_log=False)
+    serve(ApiSettings(), host=host, port=port, log_level=log_level)
 
 
 def refit() -> None:

@@ -44,6 +44,21 @@ WORKER_BUSY = Gauge("chainyard_worker_busy", "1 while this worker runs a chain, 
 HTTP_REQUESTS = Counter("chainyard_http_requests", "HTTP requests served by the API.", ["method", "route", "status"])
 HTTP_DURATION = Histogram("chainyard_http_request_duration_seconds", "Time to serve an HTTP request.",
                           ["method", "route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+HTTP_CONNECTIONS = Gauge("chainyard_http_connections", "Open HTTP connections of this API process.")
+HTTP_CONNECTIONS_CLOSED = Counter(
+    "chainyard_http_connections_closed", "HTTP connections the API closed on its own, by reason: header_timeout "
+    "(no whole request head in time), body_timeout, over_capacity (max_connections), drain_limit.", ["reason"])
+
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""Methods counted under their name; any other is counted as `other` (clients choose the method token)."""
+LABEL_MAX = 100
+"""Longest label value made from a user's string (model names)."""
+
+
+def label_value(value: str) -> str:
+    """A user's string as a label value: at most LABEL_MAX characters, each printable (others, lone surrogates
+    included, become '?'), so no name can break the exposition or blow up the series."""
+    return "".join(ch if ch.isprintable() else "?" for ch in value[:LABEL_MAX])
 
 WORKER_ALIVE_SECONDS = 30.0
 """A worker whose last heartbeat is older than this is not counted in chainyard_workers."""
@@ -113,18 +128,18 @@ class ClusterCollector(Collector):
                                 value=depth.pending)
         versions = GaugeMetricFamily("chainyard_prior_version", "Version of each empirical prior.", labels=["prior"])
         for prior, version in sorted(replies[-3].items()):
-            versions.add_metric([text(prior)], float(version))
+            versions.add_metric([label_value(text(prior))], float(version))
         yield versions
         refits = CounterMetricFamily("chainyard_prior_refit", "Refits of each empirical prior, by outcome.",
                                      labels=["prior", "outcome"])
         for key, count in sorted(replies[-2].items()):
             prior, _, outcome = text(key).rpartition("|")
-            refits.add_metric([prior, outcome], float(count))
+            refits.add_metric([label_value(prior), label_value(outcome)], float(count))
         yield refits
         last = GaugeMetricFamily("chainyard_prior_last_refit_ok", "1 if the latest refit of a prior succeeded.",
                                  labels=["prior"])
         for prior, outcome in sorted(replies[-1].items()):
-            last.add_metric([text(prior)], 1.0 if text(outcome) == "succeeded" else 0.0)
+            last.add_metric([label_value(text(prior))], 1.0 if text(outcome) == "succeeded" else 0.0)
         yield last
         yield from self._per_job(live.exported(self.r))
 
@@ -138,11 +153,12 @@ class ClusterCollector(Collector):
                                   labels=["job", "model", "outcome"])
         chains = GaugeMetricFamily("chainyard_job_chains", _CHAINS_HELP, labels=["job", "model"])
         for fig in stored:
-            labels = [fig["job"], fig["model"]]
+            labels = [label_value(fig["job"]), label_value(fig["model"])]
             progress.add_metric(labels, float(fig["progress"]))
             if "chains" in fig:
                 chains.add_metric(labels, float(len(json.loads(fig["chains"]))))
-            ended.add_metric([*labels, fig.get("outcome") or "running"], 1.0 if fig.get("ended") == "1" else 0.0)
+            ended.add_metric([*labels, label_value(fig.get("outcome") or "running")],
+                             1.0 if fig.get("ended") == "1" else 0.0)
             for field, family in families.items():
                 value = json.loads(fig[field]) if field in fig else None
                 if value is not None:
@@ -178,5 +194,6 @@ class HttpMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            HTTP_REQUESTS.labels(scope["method"], template, str(status)).inc()
-            HTTP_DURATION.labels(scope["method"], template).observe(time.perf_counter() - start)
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_DURATION.labels(method, template).observe(time.perf_counter() - start)

@@ -1,14 +1,16 @@
-"""The API application factory: `uvicorn service.api.app:create_app --factory`."""
+"""The API application factory; service.api.server serves it (with the connection limits uvicorn lacks)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
-from redis import Redis
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api import errors, health, jobs, models
+from service.api.auth import Authenticate
 from service.config import ApiSettings
+from service.connect import redis_client
 from service.jobs.store import JobStore
 from service.metrics import ClusterCollector, HttpMetrics
 
@@ -16,9 +18,10 @@ from service.metrics import ClusterCollector, HttpMetrics
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()  # refuses to start without tokens (unless auth is disabled)
     app = FastAPI(title="chainyard", version="1", summary="Bayesian inference (NUTS) as a service")
-    redis = Redis.from_url(settings.redis_url)
+    redis = redis_client(settings)
     app.state.settings = settings
     app.state.redis = redis
+    app.state.readiness = redis_client(settings, timeout=settings.readiness_timeout)
     app.state.store = JobStore(redis, settings)
     app.state.cluster_metrics = CollectorRegistry(auto_describe=False)
     app.state.cluster_metrics.register(ClusterCollector(redis))
@@ -26,12 +29,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     for router in (jobs.router, models.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
-    app.add_middleware(HttpMetrics)  # outermost: counts 413s too
+    app.add_middleware(Authenticate, settings=settings)  # before the body is read, even its length checked
+    app.add_middleware(HttpMetrics)  # outermost: counts 401s and 413s too
     return app
 
 
 class BodyLimit:
-    """413 for bodies over the limit, whether or not they announce their length."""
+    """413 for bodies over the limit, whether or not they announce their length.
+
+    A chunked body is counted as it is read: over the limit, reading raises HTTPException(413), which FastAPI
+    lets through its body parsing (any other exception there becomes a 400) to the error handler.
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -43,7 +51,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await _too_large(send, self.limit)
+            await errors.respond(send, errors.error(413, "too_large", self._message))
             return
         received = 0
 
@@ -52,23 +60,11 @@ class BodyLimit:
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.limit:
-                raise _TooLarge
+                raise HTTPException(413, self._message)
             return message
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _too_large(send, self.limit)
+        await self.app(scope, limited, send)
 
-
-class _TooLarge(Exception):  # noqa: N818 - control flow
-    pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    response = errors.error(413, "too_large", f"request body over {limit} bytes")
-    await response({"type": "http"}, _no_body, send)
-
-
-async def _no_body() -> Message:
-    return {"type": "http.request", "body": b"", "more_body": False}
+    @property
+    def _message(self) -> str:
+        return f"request body over {self.limit} bytes"

@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
+from starlette.types import Message, Send
 
 from service.exceptions import AuthError, ConflictError, NotFoundError, QuotaExceededError, SpecError
 
@@ -15,6 +17,27 @@ def error(status: int, code: str, message: str, details: list[dict[str, str]] | 
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": {"code": code, "message": message, "details": details or []}}, status_code=status,
                         headers=headers)
+
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+"""The methods a route of this API may serve."""
+
+
+async def respond(send: Send, response: JSONResponse) -> None:
+    """Send `response` from ASGI middleware, without reading the request body."""
+    await response({"type": "http"}, _no_body, send)
+
+
+async def _no_body() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def allowed_methods(request: Request) -> str:
+    """The Allow header of a 405: every method some route serves at this path (Starlette names only those of
+    the first route that matches the path, so /v1/jobs would say POST but not GET)."""
+    allowed = [method for method in METHODS if any(
+        route.matches({**request.scope, "method": method})[0] is Match.FULL for route in request.app.router.routes)]
+    return ", ".join(sorted(allowed))
 
 
 def install(app: FastAPI) -> None:
@@ -55,4 +78,13 @@ def install(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error")
-        return error(exc.status_code, code, str(exc.detail))
+        response = error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = allowed_methods(request)
+        return response
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette re-raises after this answer, so uvicorn logs the traceback: a bug, never a plain-text 500
+        return error(500, "internal", "internal error (logged); retry, or report it if it persists")

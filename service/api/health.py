@@ -10,14 +10,17 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
+async def healthz() -> dict[str, str]:
+    """Alive: answered on the event loop, so it does not wait behind requests stuck on a hung Redis."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
 def readyz(request: Request, response: Response) -> dict[str, str]:
+    """Ready: Redis answered PING within Settings.readiness_timeout (a hung Redis fails this, not only a
+    refusing one)."""
     try:
-        request.app.state.redis.ping()
+        request.app.state.readiness.ping()
     except RedisError as exc:
         response.status_code = 503
         return {"status": "redis unreachable", "detail": str(exc)}
