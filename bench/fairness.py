@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     tree = args.tree.resolve()
-    os.environ["PYTHONPATH"] = str(tree)  # the children import the tree under test
+    os.environ["PYTHONPATH"] = str(tree)  # the children import the tree under test ...
+    os.chdir(tree)  # ... also as `python -m`, which puts the working directory first
     revision = subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
