@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 
 from cli.console import EXIT_BAD_SPEC, EXIT_FAILED, EXIT_INTERRUPTED, chain_bars, err, print_summary, stdout
+from service.config import Settings
 from service.exceptions import ChainyardError, SpecError, StopRequested
 from service.language.loader import load_file
-from service.sampler import SamplerSettings, parse_job, parse_settings
+from service.sampler import SamplerSettings, check_cost, parse_job, parse_settings
 
 
 def run(
@@ -38,7 +39,6 @@ def run(
                                        target_accept=target_accept).items() if v is not None}
     model, settings = _load(file, overrides)
 
-    from service.config import Settings
     from workers.jaxsetup import configure
 
     config = Settings()
@@ -99,8 +99,10 @@ def validate(
 def _load(file: Path, overrides: dict[str, Any]) -> tuple[Any, SamplerSettings]:
     try:
         model, settings = parse_job(load_file(file))
-        if overrides:
+        if overrides:  # the results' size depends on them: check it again
             settings = parse_settings({**settings.model_dump(), **overrides})
+            if problems := check_cost(model, settings, Settings().cost_limits()):
+                raise SpecError(problems)
         return model, settings
     except SpecError as exc:
         err.print(f"[bold red]error:[/] {file} is not a valid job or model spec:")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service.api.deps import Tenant
 from service.api.jobs import ERRORS
@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
 
 @router.post("/validate", response_model=ValidateResponse)
-def validate(body: ValidateRequest, tenant: Tenant) -> dict[str, Any]:
-    model, settings = parse_job({"model": body.model, "sampler": body.sampler})
+def validate(body: ValidateRequest, tenant: Tenant, request: Request) -> dict[str, Any]:
+    limits = request.app.state.settings.cost_limits()  # the same limits as a submission
+    model, settings = parse_job({"model": body.model, "sampler": body.sampler}, limits=limits)
     return {**describe(model), "sampler": settings.model_dump()}

@@ -89,3 +89,11 @@ def test_validate_prints_shapes_and_graph(compile_cache: Path) -> None:
     shapes = {v["name"]: v["shape"] for v in info["variables"]}
     assert shapes == {"mu_alpha": [], "sigma_alpha": [], "alpha": [50], "beta": [5]}
     assert info["graph"]["observe"]["y"] == "BernoulliLogits(logits=alpha[g] + (X @ beta))"
+
+
+def test_run_checks_the_results_size_after_its_overrides(tmp_path: Path, compile_cache: Path) -> None:
+    spec = tmp_path / "wide.yaml"
+    spec.write_text('spec: 1\nparams:\n  x: {dist: "Normal(0, 1)", shape: [2000]}\n')  # 16 MB per chain: fine
+    done = run(["run", str(spec), "--draws", "20000", "--quiet"], compile_cache)
+    assert done.returncode == 2, done.stderr
+    assert "sampler.draws: results of 321 MB per chain" in done.stderr and "limit 128 MB" in done.stderr
