@@ -211,6 +211,9 @@ class Stack:
                 {"job_name": "chainyard-worker", "honor_labels": True, "static_configs": [{"targets": workers}]},
             ],
         }
+        if self.settings.metrics_token:
+            for job in config["scrape_configs"]:
+                job["authorization"] = {"type": "Bearer", "credentials": self.settings.metrics_token}
         if RULES_FILE.exists():
             config["rule_files"] = [str(RULES_FILE)]
         return config

@@ -86,9 +86,10 @@ class Settings(BaseSettings):
                                          "live figures may take: an expensive refresh postpones the next one.")
     metrics_linger_seconds: float = Field(600.0, ge=0, description="A finished job's per-job series are exported "
                                           "this long after it ends (alerts on final R-hat need a few scrapes).")
-    metrics_token: str | None = Field(None, description="If set, the API's /metrics answers only requests with "
-                                      "'Authorization: Bearer <metrics_token>' (401 otherwise): its per-job series "
-                                      "name every tenant's jobs. The chart's ServiceMonitor carries it.")
+    metrics_token: str | None = Field(None, description="If set, the API's and the workers' /metrics answer only "
+                                      "requests with 'Authorization: Bearer <metrics_token>' (401 otherwise): the "
+                                      "per-job series name every tenant's jobs. The chart's ServiceMonitors carry "
+                                      "it.")
 
     # the API's front door (service/api/server.py)
     header_timeout_seconds: float = Field(10.0, gt=0, description="A connection must deliver a whole request head "

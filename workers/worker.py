@@ -284,9 +284,12 @@ class _Refresher:
                     log.exception("live diagnostics of %s failed", job_id)
 
 
-def serve_metrics(port: int) -> None:
+def serve_metrics(port: int, token: str | None = None) -> None:
     """/metrics (Prometheus) and /healthz (liveness: answers without Redis, whose outages a worker waits out,
-    and without renewing the metrics lease, which only scrapes should hold) on a daemon thread."""
+    and without renewing the metrics lease, which only scrapes should hold) on a daemon thread. With `token`
+    (Settings.metrics_token), /metrics answers only 'Authorization: Bearer <token>': the lease holder's series
+    name every tenant's jobs."""
+    import hmac
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -298,6 +301,11 @@ def serve_metrics(port: int) -> None:
         if environ.get("PATH_INFO") == "/healthz":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [b"ok\n"]
+        if token is not None:
+            scheme, _, given = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+                start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+                return [b"metrics need the metrics token\n"]
         return exposition(environ, start_response)
 
     class Server(ThreadingMixIn, WSGIServer):
@@ -351,7 +359,7 @@ def main(name: str | None = None, data_dir: Path | None = None) -> None:
 
         REGISTRY.register(metrics.ClusterCollector(redis))
         try:
-            serve_metrics(settings.metrics_port)
+            serve_metrics(settings.metrics_port, settings.metrics_token)
             log.info("metrics on :%d/metrics, liveness on /healthz", settings.metrics_port)
         except OSError as exc:  # chains matter more than their metrics
             log.error("no metrics: cannot listen on port %d: %s", settings.metrics_port, exc)
