@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from service.progress import chain_bars as chain_bars  # the verbs' bars are the Python client's
+
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_BAD_SPEC = 2
@@ -24,15 +26,6 @@ SUMMARY_COLUMNS = ("mean", "sd", "hdi_3%", "hdi_97%", "mcse_mean", "ess_bulk", "
 def stdout() -> Console:
     """The terminal's width on a terminal; 160 columns into a pipe or file."""
     return Console() if sys.stdout.isatty() else Console(width=160)
-
-
-def chain_bars(console: Console) -> Any:
-    """One progress bar per chain: iteration of total, phase, divergences (hidden off a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("chain {task.fields[chain]}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[phase]:<8} div {task.fields[div]}"), TimeElapsedColumn(),
-                    console=console, disable=not console.is_terminal)
 
 
 def print_summary(console: Console, result: dict[str, Any]) -> None:
