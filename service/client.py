@@ -398,7 +398,7 @@ def _columns(frame: pd.DataFrame) -> dict[str, Any]:
             rows = ", ".join(str(i) for i in col.index[col.isna()][:5])
             problems.append({"path": path, "message": f"{missing} missing value(s) (NaN/None), at rows {rows}"
                                                       f"{'...' if missing > 5 else ''}; drop or fill them first"})
-        elif isinstance(col.dtype, types.CategoricalDtype) or types.is_string_dtype(col.dtype):
+        elif isinstance(col.dtype, types.CategoricalDtype) or types.is_string_dtype(col):
             out[str(name)] = [str(v) for v in col.tolist()]
         elif types.is_bool_dtype(col.dtype):
             out[str(name)] = [bool(v) for v in col.tolist()]

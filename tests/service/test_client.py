@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import tempfile
 import warnings
@@ -15,9 +16,9 @@ import pytest
 
 from cli.stack import Stack
 from service import client as client_module
-from service.client import SUMMARY_COLUMNS, ApiError, Client, JobFailed
+from service.client import SUMMARY_COLUMNS, ApiError, Client, JobFailed, plain_data
 from service.language.loader import load_file
-from service.progress import NoBars, RichBars, bars_for
+from service.progress import NoBars, RichBars, TqdmBars, bars_for
 from service.sampler import parse_job
 from tests.conftest import EXAMPLES
 from tests.service.conftest import TOKENS
@@ -64,7 +65,7 @@ def test_module_fit_reads_url_and_token_from_the_environment(stack: Stack, alice
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHAINYARD_URL", stack.url)
     monkeypatch.setenv("CHAINYARD_TOKEN", TOKENS["alice"])
-    idata = client_module.fit(eight_schools(), progress=False, **SAMPLER)
+    idata = client_module.fit(eight_schools(), **SAMPLER)  # progress=True: no terminal here, so no bars
     again = alice.fit(eight_schools(), progress=False, **SAMPLER)
     assert all(np.array_equal(a, b) for a, b in zip(posterior(idata).values(), posterior(again).values(),
                                                     strict=True))
@@ -155,3 +156,21 @@ def test_progress_bars_follow_the_job_document() -> None:
     bars.update({"chains": chains})
     bars.close()
     assert "chain 0" in out.getvalue() and "100/200" in out.getvalue()
+    from tqdm import tqdm
+
+    text = io.StringIO()
+    plain = TqdmBars(functools.partial(tqdm, file=text))
+    plain.update({"chains": chains})
+    plain.close()
+    assert "chain 1" in text.getvalue() and "100/200" in text.getvalue() and "div=1" in text.getvalue()
+
+
+def test_data_become_json_values() -> None:
+    frame = pd.DataFrame({"g": pd.Categorical([1, 2]), "s": ["a", "b"], "n": [1, 2], "x": [0.5, 1.0]})
+    assert plain_data(frame) == {"g": ["1", "2"], "s": ["a", "b"], "n": [1, 2], "x": [0.5, 1.0]}
+    assert type(plain_data(frame)["n"][0]) is int
+    assert plain_data({"y": np.arange(2), "m": np.eye(2), "k": np.int64(3)}) == {
+        "y": [0, 1], "m": [[1.0, 0.0], [0.0, 1.0]], "k": 3}
+    with pytest.raises(ApiError) as info:
+        plain_data(pd.DataFrame({"o": pd.Series([1, "a"], dtype=object)}))
+    assert info.value.details[0]["path"] == "data.o"
