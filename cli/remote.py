@@ -44,10 +44,25 @@ def status(job_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
         typer.echo(json.dumps(api_call(lambda: api.get(job_id)), indent=1))
 
 
-def watch(job_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+def watch(job_id: str, url: Url = DEFAULT_URL, token: Token = None,
+          open_page: Annotated[bool, typer.Option("--open", help="Also open the job's live page in the browser.")]
+          = False) -> None:
     """Progress bars per chain until the job ends, then its summary."""
+    if open_page:
+        open_job_page(url, job_id)
     with client(url, token) as api:
         watch_job(api, job_id)
+
+
+def open_job_page(url: str, job_id: str) -> str:
+    """Print the page's URL and how to sign in, and open it in the browser; the URL."""
+    import webbrowser
+
+    page = f"{url.rstrip('/')}/v1/jobs/{job_id}/page"
+    err.print(f"job page: {page}\n(sign in there with your API token; the browser keeps a session cookie)",
+              highlight=False)
+    webbrowser.open(page)
+    return page
 
 
 def summary(job_id: str, url: Url = DEFAULT_URL, token: Token = None,

@@ -110,13 +110,8 @@ class LiveDiagnostics:
         """Recompute from the live blocks and store; the stored figures (None before any draws)."""
         job_id, chains = record.id, record.chains
         started = time.perf_counter()
-        pipe = self.r.pipeline()
-        for c in range(chains):
-            pipe.lrange(keys.live_blocks(job_id, c), 0, -1)
-            pipe.hget(keys.chain(job_id, c), "iteration")
-        replies = pipe.execute()
-        per_chain = [_concat(replies[2 * c]) for c in range(chains)]
-        done = sum(int(replies[2 * c + 1] or 0) for c in range(chains))
+        per_chain, iterations = live_draws(self.r, job_id, chains)
+        done = sum(iterations)
         progress = done / (chains * record.iterations)
         found = self._store(record, figures(per_chain), progress, final=False)
         cost = time.perf_counter() - started
@@ -180,7 +175,18 @@ def exported(redis: Any) -> list[dict[str, str]]:
     return out
 
 
-def _concat(blobs: list[bytes]) -> dict[str, np.ndarray] | None:
+def live_draws(redis: Any, job_id: str, chains: int) -> tuple[list[dict[str, np.ndarray] | None], list[int]]:
+    """Each chain's draws and sample stats so far (its live blocks concatenated; None before any) and its
+    iterations done, read in one round trip (a block and its iteration count are written together)."""
+    pipe = redis.pipeline()
+    for c in range(chains):
+        pipe.lrange(keys.live_blocks(job_id, c), 0, -1)
+        pipe.hget(keys.chain(job_id, c), "iteration")
+    replies = pipe.execute()
+    return [concat_blocks(replies[2 * c]) for c in range(chains)], [int(replies[2 * c + 1] or 0) for c in range(chains)]
+
+
+def concat_blocks(blobs: list[bytes]) -> dict[str, np.ndarray] | None:
     arrays = [block for block in map(unpack, blobs) if block and _length(block) > 0]
     if not arrays:
         return None

@@ -8,11 +8,17 @@ from fastapi import Depends, Request
 
 from service.exceptions import AuthError
 from service.jobs.store import JobStore
+from service.plots import JobFigures
 
 
 def get_store(request: Request) -> JobStore:
     store: JobStore = request.app.state.store
     return store
+
+
+def get_figures(request: Request) -> JobFigures:
+    figures: JobFigures = request.app.state.figures
+    return figures
 
 
 def get_tenant(request: Request) -> str:
@@ -25,3 +31,4 @@ def get_tenant(request: Request) -> str:
 
 Store = Annotated[JobStore, Depends(get_store)]
 Tenant = Annotated[str, Depends(get_tenant)]
+Figures = Annotated[JobFigures, Depends(get_figures)]

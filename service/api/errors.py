@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -23,7 +23,7 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 """The methods a route of this API may serve."""
 
 
-async def respond(send: Send, response: JSONResponse) -> None:
+async def respond(send: Send, response: Response) -> None:
     """Send `response` from ASGI middleware, without reading the request body."""
     await response({"type": "http"}, _no_body, send)
 
