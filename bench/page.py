@@ -6,7 +6,9 @@ Real Redis server; the draws are a real fit of examples/hierarchical_regression.
 x 1000 draws), stored as live blocks of 100 draws of a running job (as bench/metrics.py does, no stack). The
 API application runs in-process (Starlette's TestClient). Three cases, medians of `--repeats`:
 first (a fresh API process: nothing cached), cached (nothing new since the last refresh) and new block (each
-chain got one more block of 100 draws since the last refresh: the live case). CPU is the process's CPU time.
+chain got one more block of 100 draws since the last refresh, back to back: mostly served the throttled
+figures of service.plots.FigureCache). Then the live case over time: a new block and a refresh every 2 s,
+its CPU share measured over `--live-refreshes`. CPU is the process's CPU time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -36,6 +39,7 @@ from service.config import ApiSettings
 from service.jobs.record import JobRecord, JobState
 from service.language.loader import load_file
 from service.pages import REFRESH_SECONDS
+from service.plots import CPU_SHARE
 from service.sampler import parse_job
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +70,7 @@ def measured(fn: Callable[[], None], before: Callable[[], None], repeats: int) -
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--live-refreshes", type=int, default=30)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
@@ -97,7 +102,7 @@ def main() -> None:
                 r.rpush(keys.live_blocks(job_id, c), pack_block(block, stats))
                 done[c] += BLOCK
                 r.hset(keys.chain(job_id, c), mapping={"phase": "sampling", "iteration": settings.warmup + done[c],
-                                                       "of": settings.warmup + 2 * settings.draws * 10})
+                                                       "of": settings.warmup + 100 * settings.draws})
 
             for c in range(4):
                 for start in range(0, settings.draws, BLOCK):
@@ -112,7 +117,7 @@ def main() -> None:
             warm = TestClient(create_app(api))
             refresh(warm, job_id)
             rows["cached"] = measured(lambda: refresh(warm, job_id), lambda: None, args.repeats)
-            blocks = iter(range(0, settings.draws, BLOCK))
+            blocks = itertools.cycle(range(0, settings.draws, BLOCK))
 
             def one_more_block() -> None:
                 start = next(blocks)
@@ -120,6 +125,13 @@ def main() -> None:
                     push(extra, c, start)
 
             rows["new_block"] = measured(lambda: refresh(warm, job_id), one_more_block, args.repeats)
+            # the live case over time: a new block per chain, then a refresh, every REFRESH_SECONDS
+            wall, cpu = time.perf_counter(), time.process_time()
+            for _ in range(args.live_refreshes):
+                one_more_block()
+                refresh(warm, job_id)
+                time.sleep(max(0.0, REFRESH_SECONDS - (time.perf_counter() - wall) % REFRESH_SECONDS))
+            live_share = (time.process_time() - cpu) / (time.perf_counter() - wall)
         finally:
             proc.terminate()
             proc.wait()
@@ -128,7 +140,8 @@ def main() -> None:
              for name, (wall, cpu) in rows.items()}
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "repeats": args.repeats,
               "model": "hierarchical_regression", "parameters": params, "chains": 4, "draws_per_chain": settings.draws,
-              "refresh_s": REFRESH_SECONDS, "per_refresh": "page + trace.png + rank.png", "cases": cases}
+              "refresh_s": REFRESH_SECONDS, "per_refresh": "page + trace.png + rank.png", "cases": cases,
+              "live": {"refreshes": args.live_refreshes, "cpu_share": live_share, "plots_cpu_share": CPU_SHARE}}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "page.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Job page benchmark", "",
@@ -138,6 +151,9 @@ def main() -> None:
              "|---|--:|--:|--:|"]
     lines += [f"| {name} | {c['ms']:.1f} | {c['cpu_ms']:.1f} | {100 * c['cpu_share_at_2s']:.1f}% |"
               for name, c in cases.items()]
+    lines += ["", f"Live, a new block per chain before each refresh every {REFRESH_SECONDS} s, "
+              f"{args.live_refreshes} refreshes: {100 * live_share:.1f}% of one core (figures redrawn at most "
+              f"once per cost / {CPU_SHARE}; the page itself every time)."]
     (args.out / "page.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -36,6 +37,8 @@ PLOT_DRAWS = 1000
 """Draws per chain drawn at most; longer chains are thinned evenly (a divergence marks its thinned draw)."""
 CACHE_SIZE = 128
 """Figures (and tables) kept per API process, least recently used dropped first."""
+CPU_SHARE = 0.2
+"""A running job's figures are redrawn at most once per (cost of the last drawing) / CPU_SHARE seconds."""
 RHAT_FLAG = 1.01
 ESS_FLAG = 400.0
 """Elements past these (R-hat above, bulk or tail ESS below) are flagged on the page."""
@@ -185,28 +188,51 @@ def flagged(row: dict[str, Any]) -> bool:
 
 
 class FigureCache:
-    """A bounded LRU of computed figures and tables, keyed by what they depend on (the draw count included)."""
+    """A bounded LRU of computed figures and tables, keyed by what they depend on (the draw count included).
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
+    A `family` (the same figure of a running job, whatever its draw count) shares a `budget` (its job) with
+    the job's other figures: after a computation costing c seconds the budget is spent for c / cpu_share
+    seconds more, and until then a new key gets the family's latest value. So a running job's figures cost at
+    most `cpu_share` of a core however often its page is refreshed and however many people watch it.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE, *, cpu_share: float = CPU_SHARE) -> None:
         self.size = size
+        self.cpu_share = cpu_share
         self._items: OrderedDict[Hashable, Any] = OrderedDict()
+        self._latest: OrderedDict[Hashable, Any] = OrderedDict()
+        self._spent_until: OrderedDict[Hashable, float] = OrderedDict()
         self._lock = threading.Lock()
         self.misses = 0
 
-    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+    def get(self, key: Hashable, compute: Callable[[], T], *, family: Hashable | None = None,
+            budget: Hashable | None = None) -> T:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 found: T = self._items[key]
                 return found
-        value = compute()  # outside the lock: a slow render does not hold up cached answers
+            if family in self._latest and time.monotonic() < self._spent_until.get(budget, 0.0):
+                latest: T = self._latest[family]
+                return latest
+        started = time.perf_counter()
+        computed = compute()  # outside the lock: a slow render does not hold up cached answers
+        cost = time.perf_counter() - started
         with self._lock:
             self.misses += 1
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
+            self._put(self._items, key, computed)
+            if family is not None:
+                self._put(self._latest, family, computed)
+                now = time.monotonic()
+                self._put(self._spent_until, budget, max(now, self._spent_until.get(budget, now))
+                          + cost / self.cpu_share)
+        return computed
+
+    def _put(self, items: OrderedDict[Hashable, Any], key: Hashable, value: Any) -> None:
+        items[key] = value
+        items.move_to_end(key)
+        while len(items) > self.size:
+            items.popitem(last=False)
 
 
 class JobFigures:
@@ -237,11 +263,18 @@ class JobFigures:
         if draws is None:
             return None
         elements = select(draws, wanted)
-        return self.figures.get((record.id, kind, tuple(elements), key), lambda: render(kind, draws, elements))
+        return self.figures.get((record.id, kind, tuple(elements), key), lambda: render(kind, draws, elements),
+                                family=self._family(record, kind, tuple(elements)), budget=record.id)
 
     def table(self, record: JobRecord, key: str) -> list[dict[str, Any]]:
         draws = self.draws(record, key)
-        return [] if draws is None else self.figures.get((record.id, "table", key), lambda: table(draws))
+        return [] if draws is None else self.figures.get((record.id, "table", key), lambda: table(draws),
+                                                         family=self._family(record, "table"), budget=record.id)
+
+    @staticmethod
+    def _family(record: JobRecord, *what: Hashable) -> Hashable | None:
+        """Figures of a running job are throttled; a finished job's are drawn once for good."""
+        return None if record.state.terminal else (record.id, *what)
 
     def _load(self, record: JobRecord) -> Draws | None:
         found = from_chains(self.live.read(record.id, record.chains))
