@@ -21,7 +21,9 @@ from service.exceptions import NotFoundError
 from service.jobs.record import JobState
 from service.plots import select
 
-router = APIRouter(prefix="/v1", tags=["pages"], include_in_schema=True)
+# Browser pages, not the JSON API: their 401 and 404 are HTML, so they stay out of the OpenAPI document
+# (whose every /v1 operation answers errors in the one JSON shape)
+router = APIRouter(prefix="/v1", tags=["pages"], include_in_schema=False)
 HOME = "/v1/pages/jobs"
 Vars = Annotated[str, Query(max_length=2000, description="comma-separated variables or elements (`name[k]`, k the "
                                                          "flat index); the first few without")]
