@@ -25,6 +25,7 @@ import numpy as np
 
 from service import keys
 from service.codec import STAT_PREFIX, unpack
+from service.defaults import DIAGNOSTICS_CPU_SHARE
 from service.jobs import blobs
 from service.jobs.record import JobRecord, JobState
 from service.live import MIN_DRAWS, concat_blocks
@@ -37,8 +38,10 @@ PLOT_DRAWS = 1000
 """Draws per chain drawn at most; longer chains are thinned evenly (a divergence marks its thinned draw)."""
 CACHE_SIZE = 128
 """Figures (and tables) kept per API process, least recently used dropped first."""
-CPU_SHARE = 0.2
-"""A running job's figures are redrawn at most once per (cost of the last drawing) / CPU_SHARE seconds."""
+CPU_SHARE = DIAGNOSTICS_CPU_SHARE
+"""A running job's figures are redrawn at most once per (cost of the last drawing) / cpu_share seconds: by
+default the share the live diagnostics keep to (Settings.diagnostics_cpu_share), so a watched job's page costs
+no more than its figures in Prometheus."""
 RHAT_FLAG = 1.01
 ESS_FLAG = 400.0
 """Elements past these (R-hat above, bulk or tail ESS below) are flagged on the page."""
@@ -239,9 +242,9 @@ class JobFigures:
     """A job's plots and convergence table, from its live blocks (or, once it succeeded, its stored draws),
     cached per draw count: the key is read first (one small read per chain), the draws only on a miss."""
 
-    def __init__(self, redis: Any, *, size: int = CACHE_SIZE) -> None:
+    def __init__(self, redis: Any, *, size: int = CACHE_SIZE, cpu_share: float = CPU_SHARE) -> None:
         self.r = redis
-        self.figures = FigureCache(size)
+        self.figures = FigureCache(size, cpu_share=cpu_share)
         self._draws = FigureCache(4)  # whole draws are big (175 elements x 4000 draws: 5.6 MB): only a few
         self.live = LiveReader(redis)
 

@@ -24,7 +24,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.redis = redis
     app.state.readiness = redis_client(settings, timeout=settings.readiness_timeout)
     app.state.store = JobStore(redis, settings)
-    app.state.figures = JobFigures(redis)  # the job pages' plots, cached per draw count
+    app.state.figures = JobFigures(redis, cpu_share=settings.diagnostics_cpu_share)  # cached per draw count
     app.state.cluster_metrics = CollectorRegistry(auto_describe=False)
     app.state.cluster_metrics.register(ClusterCollector(redis))
     errors.install(app)
