@@ -45,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from cli.stack import free_port, start_redis
+from cli.stack import free_port, start_redis, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
@@ -84,15 +84,8 @@ def start_api(source: Path, port: int, redis_url: str, log: Path, nofile: int | 
         proc = subprocess.Popen([sys.executable, "-m", "cli", "api", "--host", "127.0.0.1", "--port", str(port),
                                  "--log-level", "warning"], cwd=source, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, preexec_fn=limit)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return proc
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"the API did not start; see {log}")
+    wait_http(proc, f"http://127.0.0.1:{port}/readyz", "the API", log, 60)
+    return proc
 
 
 def open_fds(pid: int) -> int:
