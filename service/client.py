@@ -202,6 +202,21 @@ class Client:
                 elif line.startswith("data:"):
                     yield event, json.loads(line[5:])
 
+    def elicit(self, family: str = "auto", quantiles: Mapping[float | str, float] | None = None,
+               intervals: builtins.list[dict[str, float]] | None = None, df: float | None = None, *,
+               lower: float | None = None, upper: float | None = None) -> dict[str, Any]:
+        """Fit a distribution to expert judgements: {fits: [...], best: {family, params, error, spec, support}}.
+        `df` fixes StudentT's; `lower`/`upper` are bounds the quantity cannot cross (0 and 1: a proportion).
+
+            client.elicit(quantiles={0.5: 0.7}, intervals=[{"low": 0.5, "high": 0.85, "mass": 0.9}])["best"]
+        """
+        body: dict[str, Any] = {"family": family, "intervals": intervals, "df": df, "lower": lower, "upper": upper}
+        if quantiles is not None:
+            body["quantiles"] = {str(p): v for p, v in quantiles.items()}
+        body = {k: v for k, v in body.items() if v is not None}
+        result: dict[str, Any] = self._call("POST", "/v1/priors/elicit", json=body).json()
+        return result
+
 
 @dataclass(frozen=True)
 class JobHandle:

@@ -7,7 +7,7 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api import errors, health, jobs, models, pages
+from service.api import elicit, errors, health, jobs, models, pages
 from service.api.auth import Authenticate
 from service.config import ApiSettings
 from service.connect import redis_client
@@ -28,7 +28,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.cluster_metrics = CollectorRegistry(auto_describe=False)
     app.state.cluster_metrics.register(ClusterCollector(redis))
     errors.install(app)
-    for router in (jobs.router, pages.router, models.router, health.router):
+    for router in (jobs.router, pages.router, models.router, elicit.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(Authenticate, settings=settings)  # before the body is read, even its length checked
