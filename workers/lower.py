@@ -3,6 +3,16 @@
 Expression trees become nested closures over jax.numpy; no text is evaluated.
 The model takes the data as its only argument, so data enter jitted functions as
 arguments and new values of the same shapes reuse the compiled code.
+
+A fitted prior (Model.fitted) replaces its members' declared distributions. `mvn`
+samples one latent site `_prior_<i>`, the members' unconstrained vector, where the
+first member comes in node order, and maps its pieces through numpyro's
+`biject_to` of each member's support into deterministic sites named as the
+params: the sampled site is the unconstrained vector itself, so no Jacobian term
+is added, and the density implied on the params is the normal's times the inverse
+transform's Jacobian. The latent site is no node, so it is never stored.
+`marginal` samples each member at its own position from its family (or a
+mixture of families, elementwise).
 """
 
 from __future__ import annotations
@@ -12,15 +22,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import expit, gammaln, logit, logsumexp
 from jax.scipy.stats import norm
 from numpyro import handlers
+from numpyro.distributions import constraints
+from numpyro.distributions.transforms import Transform, biject_to
 from numpyro.infer.reparam import LocScaleReparam
 
 from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
-from service.language.ir import DistCall, Model, Param
+from service.language.fitted import interval_bounds
+from service.language.ir import DistCall, FittedMember, FittedPrior, MarginalComponent, Model, Param
 
 Env = dict[str, Any]
 Compiled = Callable[[Env], Any]
@@ -114,9 +128,20 @@ def compile_dist(call: DistCall) -> Callable[[Env], dist.Distribution]:
 
 def lower(model: Model) -> Callable[[dict[str, Any]], None]:
     """The numpyro model `fn(data)` for a validated Model."""
+    fitted = model.fitted_by_param
+    placed: set[int] = set()
     steps: list[Callable[[Env], None]] = []
     for node in model.nodes:
-        if isinstance(node, Param):
+        if isinstance(node, Param) and node.name in fitted:
+            index, prior = fitted[node.name]
+            if prior.method == "marginal":
+                k = next(k for k, m in enumerate(prior.members) if m.param == node.name)
+                steps.append(_sample_step(node.name, _marginal_dist(prior.members[k], prior.marginals[k]),
+                                          node.shape, observed=False))
+            elif index not in placed:  # every member at once, where the first comes
+                placed.add(index)
+                steps.append(_mvn_step(f"_prior_{index}", prior))
+        elif isinstance(node, Param):
             steps.append(_sample_step(node.name, compile_dist(node.dist), node.batch_shape, observed=False))
         else:
             steps.append(_define_step(node.name, compile_expr(node.expr)))
@@ -128,10 +153,72 @@ def lower(model: Model) -> Callable[[dict[str, Any]], None]:
         for step in steps:
             step(env)
 
-    noncentered = {p.name: LocScaleReparam(centered=0) for p in model.params if p.noncentered}
+    # a fitted prior replaces the declared distribution, and with it the reparameterization
+    noncentered = {p.name: LocScaleReparam(centered=0) for p in model.params if p.noncentered and p.name not in fitted}
     if noncentered:
         return handlers.reparam(numpyro_model, config=noncentered)  # type: ignore[return-value]
     return numpyro_model
+
+
+def support_constraint(support: str) -> constraints.Constraint:
+    """numpyro's constraint for a fitted member's support (real, positive, unit, interval(a, b))."""
+    match support:
+        case "real":
+            return constraints.real
+        case "positive":
+            return constraints.positive
+        case "unit":
+            return constraints.unit_interval
+    bounds = interval_bounds(support)
+    if bounds is None:
+        raise ValueError(f"unknown support {support!r}")
+    return constraints.interval(*bounds)
+
+
+def _mvn_step(site: str, prior: FittedPrior) -> Callable[[Env], None]:
+    weights = np.array([c.weight for c in prior.components])
+    locs = np.array([c.loc for c in prior.components])
+    trils = np.array([c.scale_tril for c in prior.components])
+    pieces: list[tuple[FittedMember, int, int, Transform]] = []
+    offset = 0
+    for member in prior.members:
+        size = int(np.prod(member.shape))
+        pieces.append((member, offset, offset + size, biject_to(support_constraint(member.support))))
+        offset += size
+
+    def step(env: Env) -> None:
+        if len(weights) == 1:
+            d: dist.Distribution = dist.MultivariateNormal(locs[0], scale_tril=trils[0])
+        else:
+            d = dist.MixtureSameFamily(dist.Categorical(probs=weights / weights.sum()),
+                                       dist.MultivariateNormal(locs, scale_tril=trils))
+        z = numpyro.sample(site, d)
+        for member, start, stop, transform in pieces:
+            value = transform(jnp.reshape(z[start:stop], member.shape))
+            env[member.param] = numpyro.deterministic(member.param, value)
+
+    return step
+
+
+def _marginal_dist(member: FittedMember, mixture: tuple[MarginalComponent, ...]) -> Callable[[Env], dist.Distribution]:
+    """A member's marginal prior: its family expanded to its shape, or an elementwise mixture of families."""
+    shape = member.shape
+
+    def family(c: MarginalComponent) -> dist.Distribution:
+        args = {k: v if isinstance(v, float) else np.reshape(np.asarray(v), shape) for k, v in c.args}
+        d: dist.Distribution = getattr(dist, c.dist)(**args)
+        return d if d.batch_shape == shape else d.expand(shape)
+
+    weights = np.array([c.weight for c in mixture])
+    support = support_constraint(member.support)
+
+    def make(env: Env) -> dist.Distribution:
+        if len(mixture) == 1:
+            return family(mixture[0])
+        mixing = dist.Categorical(probs=np.broadcast_to(weights / weights.sum(), (*shape, len(weights))))
+        return dist.MixtureGeneral(mixing, [family(c) for c in mixture], support=support)
+
+    return make
 
 
 def _sample_step(name: str, make: Callable[[Env], dist.Distribution], batch: tuple[int, ...], *,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from service.language import expr
-from service.language.ir import Model, Param
+from service.language.ir import FittedPrior, MarginalComponent, Model, Param
 
 
 def describe(model: Model) -> dict[str, Any]:
     """Params and defines with shapes and dims, observations, data shapes, and the graph spec that runs."""
     variables = []
+    fitted = model.fitted_by_param
     for node in model.nodes:
         entry: dict[str, Any] = {"name": node.output, "kind": "param" if isinstance(node, Param) else "define",
                                  "shape": list(node.shape), "dims": list(node.dims)}
@@ -18,7 +21,10 @@ def describe(model: Model) -> dict[str, Any]:
             entry["stored"] = False
         if isinstance(node, Param):
             entry["dist"] = node.dist.text()
-            if node.noncentered:
+            if node.name in fitted:  # the declared dist gives the support only
+                prior = fitted[node.name][1]
+                entry["prior"] = f"{prior.source} ({prior.method})"
+            elif node.noncentered:
                 entry["reparam"] = "noncentered"
         else:
             entry["expr"] = expr.to_text(node.expr)
@@ -60,4 +66,28 @@ def graph_spec(model: Model) -> dict[str, Any]:
     if define:
         out["define"] = define
     out["observe"] = {o.name: o.dist.text() for o in model.observes}
+    if model.fitted:
+        out["fitted_priors"] = [fitted_spec(prior) for prior in model.fitted]
     return out
+
+
+def fitted_spec(prior: FittedPrior) -> dict[str, Any]:
+    """A fitted prior as the graph spec's `fitted_priors` entry (service/language/fitted.py reads it back)."""
+    entry: dict[str, Any] = {
+        "source": prior.source,
+        "method": prior.method,
+        "members": [{"param": m.param, "shape": list(m.shape), "support": m.support} for m in prior.members],
+    }
+    if prior.method == "mvn":
+        entry["components"] = [{"weight": c.weight, "loc": list(c.loc), "scale_tril": [list(r) for r in c.scale_tril]}
+                               for c in prior.components]
+    else:
+        entry["marginals"] = [[_marginal(c, m.shape) for c in mixture]
+                              for m, mixture in zip(prior.members, prior.marginals, strict=True)]
+    return entry
+
+
+def _marginal(component: MarginalComponent, shape: tuple[int, ...]) -> dict[str, Any]:
+    args = {k: v if isinstance(v, float) else np.reshape(np.asarray(v, dtype=np.float64), shape).tolist()
+            for k, v in component.args}
+    return {"weight": component.weight, "dist": component.dist, "args": args}

@@ -32,7 +32,8 @@ from service.exceptions import Problem, SpecError
 from service.language import data, expr
 from service.language.catalog import DISTRIBUTIONS
 
-FORMULA_KEYS = ("spec", "formula", "family", "data", "priors", "trials", "sigma", "name", "description")
+FORMULA_KEYS = ("spec", "formula", "family", "data", "priors", "trials", "sigma", "fitted_priors", "name",
+                "description")
 FAMILY_PARAMS = {
     "gaussian": ("sigma",),
     "student_t": ("sigma", "nu"),
@@ -139,8 +140,11 @@ class _Compiler:
             raise SpecError(self.problems)
         b = self.b
         b.define["eta"] = {"expr": " + ".join(b.eta) if b.eta else "0", "keep": False}
-        return {"spec": 1, "data": b.data, "coords": b.coords, "params": b.params, "define": b.define,
-                "observe": {self.y_name: likelihood}}
+        graph = {"spec": 1, "data": b.data, "coords": b.coords, "params": b.params, "define": b.define,
+                 "observe": {self.y_name: likelihood}}
+        if "fitted_priors" in self.doc:  # members name the graph's params, or their labels (`Intercept`)
+            graph["fitted_priors"] = self.doc["fitted_priors"]
+        return graph
 
     # -- design -----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,59 @@ class Observe:
     batch_shape: Shape
 
 
+@dataclass(frozen=True)
+class FittedMember:
+    """One param of the model that a fitted prior replaces, in the prior's vector order."""
+
+    param: str
+    """The param's name (not its label)."""
+    shape: Shape
+    support: str
+    """real, positive, unit or interval(a, b) (floats as repr writes them): what the param's declared
+    distribution lives on, and so numpyro's `biject_to` transform from the unconstrained scale."""
+
+
+@dataclass(frozen=True)
+class MvnComponent:
+    """One multivariate normal of a fitted prior on the members' concatenated unconstrained vector."""
+
+    weight: float
+    loc: tuple[float, ...]
+    scale_tril: tuple[tuple[float, ...], ...]
+    """Rows of the lower-triangular factor (d x d, positive diagonal)."""
+
+
+@dataclass(frozen=True)
+class MarginalComponent:
+    """One mixture component of one member's marginal prior."""
+
+    weight: float
+    dist: str
+    """A numpyro family (service/language/fitted.py MARGINAL_FAMILIES)."""
+    args: tuple[tuple[str, float | tuple[float, ...]], ...]
+    """By numpyro's argument names: a float, or the member's shape flattened in C order."""
+
+
+@dataclass(frozen=True)
+class FittedPrior:
+    """A published prior that replaces the declared priors of its members, jointly (section `fitted_priors`)."""
+
+    source: str
+    """Where it came from, for users (`hospitals@3`)."""
+    method: str
+    """mvn: one (mixture of) multivariate normal(s) on the unconstrained vector; marginal: one per member."""
+    members: tuple[FittedMember, ...]
+    components: tuple[MvnComponent, ...] = ()
+    """method mvn: one component, or a mixture."""
+    marginals: tuple[tuple[MarginalComponent, ...], ...] = ()
+    """method marginal: per member, its mixture components."""
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the whole prior (computed once: a d = 2000 prior has millions of numbers)."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()
+
+
 @dataclass(frozen=True, eq=False)
 class Model:
     """A validated model: data as arrays, nodes in dependency order, observations."""
@@ -91,6 +145,8 @@ class Model:
     observes: tuple[Observe, ...]
     spec: dict[str, Any] = field(default_factory=dict)
     """The spec as the user gave it (after the formula front end, if any)."""
+    fitted: tuple[FittedPrior, ...] = ()
+    """Fitted (empirical) priors replacing the declared priors of their members."""
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -104,6 +160,11 @@ class Model:
     def variables(self) -> dict[str, Param | Define]:
         """Everything that can appear in the draws, by output name (label, else name)."""
         return {n.output: n for n in self.nodes}
+
+    @property
+    def fitted_by_param(self) -> dict[str, tuple[int, FittedPrior]]:
+        """(index in `fitted`, prior) of each param a fitted prior replaces."""
+        return {m.param: (i, prior) for i, prior in enumerate(self.fitted) for m in prior.members}
 
     def kept(self, keep: list[str] | None) -> list[Param | Define]:
         """The nodes stored in the draws: those named in `keep`, else all not marked internal."""
@@ -121,6 +182,8 @@ class Model:
             "observes": repr(self.observes),
             "data": {k: [v.dtype.str, list(v.shape)] for k, v in sorted(self.data.items())},
         }
+        if self.fitted:  # its numbers are constants of the compiled program
+            layout["fitted"] = [prior.digest for prior in self.fitted]
         return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 
     def fingerprint(self) -> str:

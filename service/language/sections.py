@@ -23,7 +23,7 @@ from service.language.data import arrays
 from service.language.expr import Call, Node
 from service.language.text import MAX_LABEL_CHARS, label_problem
 
-TOP_KEYS = ("spec", "data", "coords", "params", "define", "observe", "name", "description")
+TOP_KEYS = ("spec", "data", "coords", "params", "define", "observe", "fitted_priors", "name", "description")
 PARAM_KEYS = ("dist", "dims", "shape", "reparam", "label", "keep")
 DEFINE_KEYS = ("expr", "dims", "label", "keep")
 MAX_NAMES = 2_000

@@ -4,7 +4,8 @@ The stages, each a module: text.py refuses any string UTF-8 cannot encode, keys
 included, before anything quotes it; sections.py reads the sections into drafts
 (data through data.py); names.py checks names and orders the nodes by dependency
 (cycles are problems); resolve.py resolves every shape and builds the Model,
-checking constraints and supports against the data on the way (support.py). A
+checking constraints and supports against the data on the way (support.py);
+fitted.py reads the fitted priors and checks them against the Model's params. A
 formula spec is compiled to a graph spec first (formula.py). Nothing here
 imports JAX; the API runs this before queueing anything. What the model costs
 in memory (cost.py) is checked with the sampler settings, by
@@ -15,11 +16,12 @@ The limits live with the stage that enforces them and are importable from here.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 from service.exceptions import Problem, SpecError
-from service.language import names, text
+from service.language import fitted, names, text
 from service.language.data import MAX_DATA_DIMS, MAX_DATA_ELEMENTS, MAX_ROWS
 from service.language.formula import compile_formula
 from service.language.ir import Model
@@ -58,10 +60,11 @@ def _from_graph(doc: Mapping[str, Any]) -> Model:
     names.check(sections, problems)
     ordered = names.order(sections.drafts, problems)
     model = resolve(sections, ordered, problems)
+    priors = fitted.check(doc.get("fitted_priors"), model, problems)
     if problems:
         raise SpecError(problems)
     assert model is not None
-    return model
+    return dataclasses.replace(model, fitted=priors) if priors else model
 
 
 def _from_formula(doc: Mapping[str, Any]) -> Model:
