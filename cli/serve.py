@@ -30,6 +30,15 @@ def api(
     serve(ApiSettings(), host=host, port=port, log_level=log_level)
 
 
-def refit() -> None:
-    """Refit the empirical priors whose schedule is due (run nightly by the chart's CronJob)."""
-    typer.echo("no priors defined")
+def refit(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's priors.")] = None,
+    prior: Annotated[str | None, typer.Option(help="Only this prior (with --tenant); refit even if its dataset "
+                                                   "did not change.")] = None,
+) -> None:
+    """Refit every prior whose dataset changed since its last refit, through the queue (the chart's nightly
+    CronJob). Publishing happens when each refit job ends, wherever it is assembled, so this exits as soon as
+    the jobs are queued. Exits non-zero only when Redis cannot be reached; a prior that cannot be refitted
+    (its dataset deleted, its model no longer valid) is reported and skipped."""
+    from cli.refit import refit_all
+
+    raise typer.Exit(refit_all(tenant=tenant, prior=prior))

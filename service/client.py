@@ -183,6 +183,53 @@ class Client:
                                             json={"model": model, "sampler": sampler}).json()
         return result
 
+    # -- priors (design section 6)
+
+    def put_prior(self, name: str, definition: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a prior definition {model, data_from, sampler?, export, gate?}."""
+        result: dict[str, Any] = self._call("PUT", f"/v1/priors/{name}", json=definition).json()
+        return result
+
+    def prior(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", f"/v1/priors/{name}").json()
+        return result
+
+    def priors(self) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/v1/priors").json()["priors"]
+        return result
+
+    def delete_prior(self, name: str) -> None:
+        self._call("DELETE", f"/v1/priors/{name}")
+
+    def refit(self, name: str) -> dict[str, Any]:
+        """Submit a refit now; returns its Job (a new version is published when it ends and passes the gate)."""
+        result: dict[str, Any] = self._call("POST", f"/v1/priors/{name}/refit").json()
+        return result
+
+    def prior_versions(self, name: str) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._call("GET", f"/v1/priors/{name}/versions").json()["versions"]
+        return result
+
+    def prior_version(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """Version `version` of a prior, or the latest."""
+        if version is None:
+            latest = self.prior(name)["latest"]
+            if latest is None:
+                raise ApiError(404, {"error": {"code": "not_found", "message": f"prior {name} has no version yet"}})
+            version = int(latest)
+        result: dict[str, Any] = self._call("GET", f"/v1/priors/{name}/versions/{version}").json()
+        return result
+
+    def prior_refits(self, name: str) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._call("GET", f"/v1/priors/{name}/refits").json()["refits"]
+        return result
+
+    def save_elicited(self, name: str, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Publish expert judgements per variable ({var: {family, quantiles, intervals}}) as a version."""
+        result: dict[str, Any] = self._call("POST", f"/v1/priors/{name}/versions",
+                                            json={"source": "elicited", "params": params}).json()
+        return result
+
     def events(self, job_id: str, *, read_timeout: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event, data) from the server-sent event stream until the job ends: `progress` with the Job
         document, then `end` with {state}. `read_timeout` bounds the wait for each line (httpx.ReadTimeout).
@@ -216,6 +263,69 @@ class Client:
         body = {k: v for k, v in body.items() if v is not None}
         result: dict[str, Any] = self._call("POST", "/v1/priors/elicit", json=body).json()
         return result
+
+    # -- datasets (design section 6)
+
+    def put_dataset(self, name: str, columns: Mapping[str, str], description: str | None = None) -> dict[str, Any]:
+        """Declare a dataset's columns (float, int, string or category, in order); the Dataset document.
+
+            client.put_dataset("hospitals", {"hospital": "string", "n": "int", "y": "float"})
+        """
+        body: dict[str, Any] = {"columns": dict(columns)}
+        if description is not None:
+            body["description"] = description
+        result: dict[str, Any] = self._call("PUT", f"/v1/datasets/{name}", json=body).json()
+        return result
+
+    def append_rows(self, name: str, rows: builtins.list[Mapping[str, Any]] | None = None,
+                    columns: Any = None, csv: str | bytes | None = None) -> dict[str, Any]:
+        """Append rows as one new version: `rows` (one mapping per row), `columns` (column -> values, or a
+        pandas DataFrame) or `csv` (text with a header line); exactly one of them. The new version's document.
+
+            client.append_rows("hospitals", columns=frame)["number"]
+        """
+        given = [arg for arg in (rows, columns, csv) if arg is not None]
+        if len(given) != 1:
+            raise TypeError("append_rows takes exactly one of rows, columns or csv")
+        if csv is not None:
+            content = csv.encode() if isinstance(csv, str) else csv
+            response = self._call("POST", f"/v1/datasets/{name}/rows", content=content,
+                                  headers={"Content-Type": "text/csv; charset=utf-8"})
+        else:
+            body = {"rows": [dict(r) for r in rows]} if rows is not None else {"columns": plain_data(columns)}
+            # NaN written as such (httpx refuses it), so that the service names its row and column
+            response = self._call("POST", f"/v1/datasets/{name}/rows", content=json.dumps(body).encode(),
+                                  headers={"Content-Type": "application/json"})
+        result: dict[str, Any] = response.json()
+        return result
+
+    def dataset(self, name: str) -> dict[str, Any]:
+        """The Dataset document: columns, rows, version, hash, times and the last few versions."""
+        result: dict[str, Any] = self._call("GET", f"/v1/datasets/{name}").json()
+        return result
+
+    def datasets(self) -> builtins.list[dict[str, Any]]:
+        result: builtins.list[dict[str, Any]] = self._call("GET", "/v1/datasets").json()["datasets"]
+        return result
+
+    def dataset_versions(self, name: str) -> builtins.list[dict[str, Any]]:
+        """Every version of a dataset, in number order (0: the declared schema)."""
+        versions: builtins.list[dict[str, Any]] = []
+        while True:
+            page = self._call("GET", f"/v1/datasets/{name}/versions",
+                              params={"offset": len(versions), "limit": 500}).json()
+            versions += page["versions"]
+            if not page["versions"] or len(versions) >= page["total"]:
+                return versions
+
+    def dataset_rows(self, name: str, version: int | None = None) -> dict[str, Any]:
+        """The rows as of a version (default: the latest): {name, version, rows, hash, columns: {column: values}}."""
+        params = {"format": "json", **({"version": version} if version is not None else {})}
+        result: dict[str, Any] = self._call("GET", f"/v1/datasets/{name}/rows", params=params).json()
+        return result
+
+    def delete_dataset(self, name: str) -> None:
+        self._call("DELETE", f"/v1/datasets/{name}")
 
 
 @dataclass(frozen=True)

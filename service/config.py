@@ -120,6 +120,13 @@ class Settings(BaseSettings):
                                      "instead of the pod being OOM-killed. 0: the container's memory limit "
                                      "(cgroup memory.max) if there is one, else no cap.")
 
+    # datasets (service/datasets): over a limit an append is a 422 naming it
+    max_dataset_rows: int = Field(1_000_000, ge=1, description="Rows one dataset may hold in all versions.")
+    max_append_rows: int = Field(200_000, ge=1, description="Rows one append (POST /v1/datasets/{name}/rows) may "
+                                 "add; its body is bounded by max_request_bytes too.")
+    max_dataset_cells: int = Field(50_000_000, ge=1, description="Rows x columns one dataset may hold (400 MB as "
+                                   "float64): reading a version holds it in memory.")
+
     @field_validator("tokens", mode="before")
     @classmethod
     def _parse_tokens(cls, value: Any) -> Any:

@@ -127,14 +127,42 @@ METRICS_LEADER = f"{PREFIX}:metrics-leader"
 METRICS_LEADER_SECONDS = 45.0
 """The lease lapses if its holder is not scraped for this long (three 15 s scrape intervals)."""
 
+def prior(tenant: str, name: str) -> str:
+    """Hash: a prior definition (service.priors.store): `definition` (JSON), `revision`, times, `versions` (the
+    last version number given out) and `latest` (the current one; absent until the first is published)."""
+    return f"{PREFIX}:prior:{tenant}:{name}"
+
+
+def tenant_priors(tenant: str) -> str:
+    """Sorted set: a tenant's prior names by creation time."""
+    return f"{PREFIX}:priors:{tenant}"
+
+
+def prior_versions(tenant: str, name: str) -> str:
+    """Hash: version number -> the published version (JSON: export, provenance, diagnostics). Immutable once
+    written; kept as long as the prior exists (jobs pin versions, so none is ever replaced)."""
+    return f"{PREFIX}:prior-version:{tenant}:{name}"
+
+
+def prior_published(tenant: str, name: str) -> str:
+    """Hash: refit job id -> the version it published, so that a job assembled twice publishes once."""
+    return f"{PREFIX}:prior-published:{tenant}:{name}"
+
+
+def prior_refits(tenant: str, name: str) -> str:
+    """List, newest first, bounded (service.priors.store.REFIT_LOG): every refit's outcome (JSON: job, dataset
+    version, outcome, reason, diagnostics, version published, times)."""
+    return f"{PREFIX}:prior-refits:{tenant}:{name}"
+
+
 PRIOR_VERSIONS = f"{PREFIX}:prior-versions"
-"""Hash: prior name -> version number of its latest successful refit."""
+"""Hash: '<tenant>/<prior>' -> version number of its latest published version (the exported metrics)."""
 
 PRIOR_REFITS = f"{PREFIX}:prior-refits"
-"""Hash: '<prior>|<outcome>' -> number of refits with that outcome."""
+"""Hash: '<tenant>/<prior>|<outcome>' -> number of refits with that outcome."""
 
 PRIOR_LAST_OUTCOME = f"{PREFIX}:prior-last-outcome"
-"""Hash: prior name -> outcome of its latest refit (succeeded | failed)."""
+"""Hash: '<tenant>/<prior>' -> outcome of its latest refit (succeeded | failed)."""
 
 
 def job_keys(job_id: str, chains: int) -> list[str]:
@@ -147,3 +175,44 @@ def job_keys(job_id: str, chains: int) -> list[str]:
 
 
 ASSEMBLE_LOCK_SECONDS = 120
+
+
+# -- datasets (service.datasets). The tenant comes last in these keys: a tenant may contain ':', a dataset's name
+# cannot, so no two (tenant, name) pairs share a key.
+
+
+def dataset(tenant: str, name: str) -> str:
+    """Hash: a dataset's head (service.datasets.record.Dataset: columns, description, latest version, times).
+    Every append and re-declaration WATCHes it, so changes to one dataset serialize across processes."""
+    return f"{PREFIX}:dataset:{name}:{tenant}"
+
+
+def dataset_versions(tenant: str, name: str) -> str:
+    """List: every version of a dataset (DatasetVersion as JSON), indexed by version number (0: the schema)."""
+    return f"{PREFIX}:dataset-versions:{name}:{tenant}"
+
+
+def dataset_rows(tenant: str, name: str, number: int) -> str:
+    """List of chunks (service.jobs.blobs): the rows that version `number` appended, as npz; never changed."""
+    return f"{PREFIX}:dataset-rows:{number}:{name}:{tenant}"
+
+
+def dataset_append(tenant: str, name: str) -> str:
+    """Base of an append's staging keys (`staging(dataset_append(...), writer)`, with blobs' TTL): the rows are
+    written there before their version number is known, then renamed onto `dataset_rows` by the commit."""
+    return f"{PREFIX}:dataset-append:{name}:{tenant}"
+
+
+def tenant_datasets(tenant: str) -> str:
+    """Sorted set, every score 0 (so in name order): a tenant's dataset names."""
+    return f"{PREFIX}:datasets:{tenant}"
+
+
+def dataset_keys(tenant: str, name: str, versions: int) -> list[str]:
+    """Every key of one dataset whose latest version is `versions` (for delete); not the tenant's index."""
+    return [dataset(tenant, name), dataset_versions(tenant, name),
+            *(dataset_rows(tenant, name, n) for n in range(1, versions + 1))]
+
+
+PRIOR_TENANTS = f"{PREFIX}:prior-tenants"
+"""Set: tenants that hold priors (the nightly `chainyard refit` walks them)."""

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.jobs.record import ChainPhase, JobState
+from service.priors.definition import PriorDefinition
 
 
 class JobCreate(BaseModel):
@@ -61,6 +62,9 @@ class JobPublic(BaseModel):
     chains: list[ChainPublic]
     diagnostics: Diagnostics | None
     error: str | None
+    priors: list[dict[str, Any]] = Field(default_factory=list, description="The prior versions `priors_from` "
+                                         "resolved to when the job was accepted: prior, version, params.")
+    refit: dict[str, Any] | None = Field(None, description="Set on a prior's refit: prior, dataset and version.")
 
 
 class JobList(BaseModel):
@@ -100,3 +104,103 @@ class ValidateResponse(BaseModel):
     data: dict[str, Any]
     graph: dict[str, Any]
     sampler: dict[str, Any]
+
+
+class PriorPublic(BaseModel):
+    """A prior: its definition (absent for one that only holds saved versions), the latest published version
+    and the outcome of its last refit."""
+
+    name: str
+    definition: PriorDefinition | None
+    revision: int
+    latest: int | None
+    versions: int
+    created_at: float
+    updated_at: float
+    last_refit: dict[str, Any] | None
+
+
+class PriorList(BaseModel):
+    priors: list[PriorPublic]
+
+
+class PriorVersionPublic(BaseModel):
+    """A published version: `export` is what `priors_from` applies (members, their supports, and the mvn
+    components or marginal families on the unconstrained scale, with the fitted mean and covariance)."""
+
+    version: int
+    source: str = Field(description="`refit` or `elicited`.")
+    created_at: float
+    export: dict[str, Any]
+    diagnostics: dict[str, Any] = Field(default_factory=dict)
+    provenance: dict[str, Any] | None = Field(None, description="Refits: job, dataset, dataset_version, "
+                                              "dataset_hash, rows, revision, gate.")
+    elicitation: dict[str, Any] | None = None
+
+
+class PriorVersionList(BaseModel):
+    versions: list[PriorVersionPublic]
+
+
+class PriorSave(BaseModel):
+    """POST /v1/priors/{name}/versions: expert judgements per variable, each as POST /v1/priors/elicit takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["elicited"] = "elicited"
+    params: dict[str, dict[str, Any]] = Field(max_length=64)
+
+
+class DatasetCreate(BaseModel):
+    """PUT /v1/datasets/{name}: the columns (in order) and their types."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    columns: dict[str, str] = Field(description="Column -> float, int, string or category (a string column), in "
+                                    "order; names as in the model language, at most 200 columns.",
+                                    examples=[{"hospital": "string", "n": "int", "y": "float"}])
+    description: str | None = Field(None, max_length=2000)
+
+
+class DatasetRows(BaseModel):
+    """POST /v1/datasets/{name}/rows as JSON: exactly one of `columns` or `rows`, every column of the dataset in
+    each (the same rows may be sent as text/csv with a header line instead)."""
+
+    columns: dict[str, list[Any]] | None = Field(None, description="Column -> its values, all of equal length.")
+    rows: list[dict[str, Any]] | None = Field(None, description="One object {column: value} per row.")
+
+
+class DatasetVersionPublic(BaseModel):
+    """One immutable version (service.datasets.DatasetVersion): 0 is the declared schema, N the N-th append."""
+
+    model_config = ConfigDict(title="DatasetVersion")
+
+    number: int
+    rows: int = Field(description="Rows of the dataset as of this version.")
+    added: int = Field(description="Rows this version appended.")
+    hash: str = Field(description="sha256 hex, chained: of the previous version's hash and the rows appended.")
+    created_at: float
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    columns: dict[str, str]
+    description: str | None
+    rows: int
+    version: int = Field(description="The latest version's number.")
+    hash: str = Field(description="The latest version's hash.")
+    created_at: float
+    updated_at: float
+    versions: list[DatasetVersionPublic] = Field(description="The last few versions, oldest first (in a list of "
+                                                 "datasets: the latest only).")
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetPublic]
+
+
+class DatasetVersionList(BaseModel):
+    versions: list[DatasetVersionPublic] = Field(description="In number order.")
+    total: int
+    offset: int
+    limit: int

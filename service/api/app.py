@@ -7,13 +7,15 @@ from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api import elicit, errors, health, jobs, models, pages
+from service.api import datasets, elicit, errors, health, jobs, models, pages, priors
 from service.api.auth import Authenticate
 from service.config import ApiSettings
 from service.connect import redis_client
+from service.datasets import DatasetStore
 from service.jobs.store import JobStore
 from service.metrics import ClusterCollector, HttpMetrics
 from service.plots import JobFigures
+from service.priors.store import PriorStore
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -24,11 +26,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.redis = redis
     app.state.readiness = redis_client(settings, timeout=settings.readiness_timeout)
     app.state.store = JobStore(redis, settings)
+    app.state.datasets = DatasetStore(redis, settings)
+    app.state.priors = PriorStore(jobs=app.state.store, datasets=app.state.datasets)
     app.state.figures = JobFigures(redis, cpu_share=settings.diagnostics_cpu_share)  # cached per draw count
     app.state.cluster_metrics = CollectorRegistry(auto_describe=False)
     app.state.cluster_metrics.register(ClusterCollector(redis))
     errors.install(app)
-    for router in (jobs.router, pages.router, models.router, elicit.router, health.router):
+    for router in (jobs.router, datasets.router, pages.router, models.router, elicit.router,
+                   priors.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(Authenticate, settings=settings)  # before the body is read, even its length checked

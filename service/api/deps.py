@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.datasets import DatasetStore
 from service.exceptions import AuthError
 from service.jobs.store import JobStore
 from service.plots import JobFigures
+from service.priors.store import PriorStore
 
 
 def get_store(request: Request) -> JobStore:
@@ -19,6 +21,16 @@ def get_store(request: Request) -> JobStore:
 def get_figures(request: Request) -> JobFigures:
     figures: JobFigures = request.app.state.figures
     return figures
+
+
+def get_datasets(request: Request) -> DatasetStore:
+    datasets: DatasetStore = request.app.state.datasets
+    return datasets
+
+
+def get_priors(request: Request) -> PriorStore:
+    priors: PriorStore = request.app.state.priors
+    return priors
 
 
 def get_tenant(request: Request) -> str:
@@ -32,3 +44,5 @@ def get_tenant(request: Request) -> str:
 Store = Annotated[JobStore, Depends(get_store)]
 Tenant = Annotated[str, Depends(get_tenant)]
 Figures = Annotated[JobFigures, Depends(get_figures)]
+Datasets = Annotated[DatasetStore, Depends(get_datasets)]
+Priors = Annotated[PriorStore, Depends(get_priors)]

@@ -31,8 +31,17 @@ def public(record: JobRecord, chains: list[ChainProgress], diagnostics: Diagnost
         id=record.id, name=record.name, labels=record.labels, state=record.state, created_at=record.created_at,
         started_at=record.started_at, finished_at=record.finished_at, seed=record.seed,
         sampler=record.sampler.model_dump(), chains=[ChainPublic(**_chain_fields(c)) for c in chains],
-        diagnostics=diagnostics, error=record.error,
+        diagnostics=diagnostics, error=record.error, priors=[{**asdict(p), "ref": p.ref} for p in record.priors],
+        refit=_refit(record),
     )
+
+
+def _refit(record: JobRecord) -> dict[str, Any] | None:
+    refit = record.refit
+    if refit is None:
+        return None
+    return {"prior": refit.prior, "dataset": refit.dataset, "dataset_version": refit.dataset_version,
+            "dataset_hash": refit.dataset_hash, "rows": refit.dataset_rows, "revision": refit.revision}
 
 
 def _chain_fields(chain: ChainProgress) -> dict[str, Any]:

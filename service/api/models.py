@@ -18,5 +18,6 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 @router.post("/validate", response_model=ValidateResponse)
 def validate(body: ValidateRequest, tenant: Tenant, request: Request) -> dict[str, Any]:
     limits = request.app.state.settings.cost_limits()  # the same limits as a submission
-    model, settings = parse_job({"model": body.model, "sampler": body.sampler}, limits=limits)
+    spec, _ = request.app.state.store.resolve_priors(tenant, body.model)  # `priors_from` as a job would get it
+    model, settings = parse_job({"model": spec, "sampler": body.sampler}, limits=limits)
     return {**describe(model), "sampler": settings.model_dump()}

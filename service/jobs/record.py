@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from service.codec import text
+from service.priors.refs import PriorPin, RefitOf, pins_from_json, pins_to_json, refit_from_json, refit_to_json
 from service.sampler import SamplerSettings
 
 
@@ -67,6 +68,11 @@ class JobRecord:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    priors: tuple[PriorPin, ...] = ()
+    """The prior versions its `priors_from` resolved to at submit (a job stays reproducible after `latest`
+    moves)."""
+    refit: RefitOf | None = None
+    """Set on a prior's refit job: assembly applies the gate and publishes from it."""
 
     @property
     def seed(self) -> int:
@@ -106,6 +112,10 @@ class JobRecord:
                 out[key] = repr(value)
         if self.error:
             out["error"] = self.error
+        if self.priors:
+            out["priors"] = pins_to_json(self.priors)
+        if self.refit is not None:
+            out["refit"] = refit_to_json(self.refit)
         return out
 
     @classmethod
@@ -126,6 +136,8 @@ class JobRecord:
             started_at=_float(h.get("started_at")),
             finished_at=_float(h.get("finished_at")),
             error=h.get("error") or None,
+            priors=pins_from_json(h.get("priors")),
+            refit=refit_from_json(h.get("refit")),
         )
 
 

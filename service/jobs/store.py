@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from redis import Redis
@@ -29,6 +29,10 @@ from service.jobs.pinned import PinnedModel
 from service.jobs.quotas import Quotas, check_queued, count_submission
 from service.jobs.record import ChainProgress, JobRecord, JobState
 from service.live import LiveDiagnostics
+from service.priors import use
+from service.priors.publish import Publisher
+from service.priors.refs import RefitOf, refit_to_json
+from service.priors.versions import Versions
 from service.queue import ChainQueue
 from service.sampler import parse_job
 
@@ -62,23 +66,28 @@ class JobStore:
         self.quotas = Quotas(settings)
         self.live = LiveDiagnostics(redis, interval=settings.diagnostics_interval,
                                     linger=settings.metrics_linger_seconds, cpu_share=settings.diagnostics_cpu_share)
+        self.versions = Versions(redis)
+        self.publisher = Publisher(redis)
 
     # -- submit -----------------------------------------------------------------------------------
 
     def submit(self, tenant: str, *, model: dict[str, Any], sampler: dict[str, Any] | None, name: str | None,
-               labels: dict[str, str]) -> tuple[JobRecord, bool]:
+               labels: dict[str, str], refit: RefitOf | None = None) -> tuple[JobRecord, bool]:
         """Validate, pin the model, create the job and queue its chains; (record, created). With a seed, an
         identical request from the same tenant returns the existing job (content-addressed id). Over a quota
-        of the tenant's: QuotaExceededError (counted before validating, so a flood costs little)."""
+        of the tenant's: QuotaExceededError (counted before validating, so a flood costs little). A model's
+        `priors_from` is resolved here and pinned; `refit` marks a prior's refit (published when it ends)."""
         quota = self.quotas.of(tenant)
         count_submission(self.r, tenant, quota)
+        model, pins = self.resolve_priors(tenant, model)
         validated, settings = parse_job({"model": model, "sampler": sampler, "name": name, "labels": labels},
                                         limits=self.settings.cost_limits())
         iterations = settings.chains * (settings.warmup + settings.draws)
         if iterations > self.settings.max_iterations_per_job:
             raise SpecError([Problem("sampler", f"chains x (warmup + draws) = {iterations} is over this server's "
                                                 f"limit of {self.settings.max_iterations_per_job}")])
-        canonical = json.dumps({"model": model, "sampler": settings.model_dump(), "name": name, "labels": labels},
+        canonical = json.dumps({"model": model, "sampler": settings.model_dump(), "name": name, "labels": labels,
+                                **({"refit": refit_to_json(refit)} if refit is not None else {})},
                                sort_keys=True, default=str)
         if settings.seed is not None:
             job_id = "j" + hashlib.sha256(f"{tenant}\n{canonical}".encode()).hexdigest()[:24]
@@ -92,6 +101,7 @@ class JobStore:
             id=job_id, tenant=tenant, name=name, labels=labels, state=JobState.QUEUED, sampler=settings,
             model_name=spec_name if isinstance(spec_name, str) else None, model_fingerprint=pinned.fingerprint,
             structure=validated.structure_key(), created_at=now, deadline=now + self.settings.job_timeout_seconds,
+            priors=pins, refit=refit,
         )
         existing = self.read(job_id)
         if existing is not None and existing.tenant == tenant and existing.state not in RERUN:
@@ -115,6 +125,15 @@ class JobStore:
         pipe.execute()
         self.queue.dispatch()
         return record, True
+
+    def resolve_priors(self, tenant: str, model: Any) -> tuple[Any, tuple[Any, ...]]:
+        """`priors_from` -> the spec's `fitted_priors` and the pinned versions (problems at `model.…`)."""
+        if not isinstance(model, dict) or "priors_from" not in model:
+            return model, ()
+        try:
+            return use.resolve(model, lambda prior, number: self.versions.read(tenant, prior, number))
+        except SpecError as exc:
+            raise SpecError([Problem(f"model.{p.path}".rstrip("."), p.message) for p in exc.problems]) from None
 
     # -- read -------------------------------------------------------------------------------------
 
@@ -249,6 +268,9 @@ class JobStore:
                     continue
         metrics.JOB_DURATION.labels(outcome=state.value).observe(max(0.0, now - record.created_at))
         self.live.end(job_id, state)
+        if record.refit is not None and state != JobState.SUCCEEDED:
+            self.publisher.failed(job=job_id, tenant=record.tenant, refit=record.refit,
+                                  reason=f"the refit job {state.value}: {error or state.value}")
         return True
 
     # -- results ----------------------------------------------------------------------------------
@@ -318,15 +340,29 @@ class JobStore:
             if not self.r.eval(_GUARDED_HSET, 2, keys.job(job_id), keys.result(job_id),
                                *[x for kv in fields.items() for x in kv]):
                 return False
+            if record.refit is not None:  # before the job ends: a publisher that dies leaves it to be assembled again
+                self._publish(record, results)
             self.finish(job_id, JobState.SUCCEEDED)
             return True
         finally:
             self.r.delete(keys.assembling(job_id))
 
+    def _publish(self, record: JobRecord, results: Results) -> None:
+        assert record.refit is not None
+        try:
+            self.publisher.succeeded(job=record.id, tenant=record.tenant, refit=record.refit, summary=results.summary,
+                                     draws=results.draws)
+        except Exception as exc:  # a prior that cannot be published is a failed refit, not a failed job
+            log.exception("publishing the refit %s failed", record.id)
+            self.publisher.failed(job=record.id, tenant=record.tenant, refit=record.refit,
+                                  reason=f"publishing failed: {type(exc).__name__}: {exc}")
+
     @staticmethod
     def _build(record: JobRecord, pinned: PinnedModel, blobs: builtins.list[bytes]) -> tuple[Results, bytes]:
         draws, stats = stack_chains(blobs)
         results = assemble(pinned.model(), record.sampler, draws, stats, attrs={"job": record.id, "seed": record.seed})
+        if record.priors:
+            results.summary["priors"] = [{**asdict(p), "ref": p.ref} for p in record.priors]
         return results, results.netcdf()
 
     def due_for_assembly(self, *, older_than: float) -> builtins.list[str]:

@@ -68,6 +68,7 @@ MARGINAL_FAMILIES: dict[str, Family] = {
     "InverseGamma": Family(("concentration", "rate"), "positive"),
     "HalfNormal": Family(("scale",), "positive"),
     "Exponential": Family(("rate",), "positive"),
+    "Weibull": Family(("scale", "concentration"), "positive"),
     "Beta": Family(("concentration1", "concentration0"), "unit"),
 }
 

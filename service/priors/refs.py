@@ -41,7 +41,7 @@ class RefitOf:
     """The definition's `export` (service.priors.definition.Export as JSON)."""
     gate: dict[str, Any] = field(default_factory=dict)
     supports: dict[str, str] = field(default_factory=dict)
-    """Exported variable -> its support (service.language.support.exportable_support)."""
+    """Exported variable -> its support (service.language.fitted.declared_support)."""
 
 
 def pins_to_json(pins: tuple[PriorPin, ...]) -> str:

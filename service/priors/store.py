@@ -18,8 +18,8 @@ from service.exceptions import NotFoundError, Problem, SpecError
 from service.jobs.record import JobRecord
 from service.jobs.store import JobStore
 from service.language.expr import NAME_RE as NAME
+from service.language.fitted import declared_support
 from service.language.ir import Model
-from service.language.support import exportable_support
 from service.priors.definition import DEFAULT_SEED, PriorDefinition, check_name
 from service.priors.elicit import elicit
 from service.priors.export import MARGINAL_SUPPORTS
@@ -260,7 +260,7 @@ class PriorStore:
     def _support(model: Model, name: str) -> str | None:
         params = {p.output: p for p in model.params}
         if name in params:
-            return exportable_support(params[name].dist.name, params[name].dist.args)
+            return declared_support(params[name], model.data)
         return "real"  # a define: no declared support
 
     @staticmethod

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from service.exceptions import NotFoundError, Problem, SpecError
+from service.language.fitted import declared_support
 from service.language.ir import Model, Param
-from service.language.support import exportable_support
 from service.language.validate import validate
 from service.priors.refs import PriorPin
 
@@ -101,7 +101,7 @@ def _one(entry: Any, path: str, model: Model, read: ReadVersion, taken: set[str]
             problems.append(Problem(where, f"{name}@{number} exports {exported} with shape {member['shape']}; "
                                            f"{target} has shape {list(param.shape)}"))
             continue
-        support = exportable_support(param.dist.name, param.dist.args)
+        support = declared_support(param, model.data)
         if support != member["support"]:
             problems.append(Problem(where, f"{exported} has support {member['support']} in {name}@{number}; "
                                            f"{target} declares {param.dist.name} ({support or 'not replaceable'})"))

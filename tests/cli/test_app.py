@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cli.app import VERBS
+from cli.app import GROUPS, VERBS
 
 EVERY_VERB = ["run", "validate", "submit", "status", "watch", "summary", "draws", "cancel", "list", "worker", "api",
               "refit", "up"]
+EVERY_GROUP = ["dataset", "prior"]
 
 
 def test_help_lists_every_verb_in_order() -> None:
@@ -19,8 +20,9 @@ def test_help_lists_every_verb_in_order() -> None:
                           env={"COLUMNS": "120", "PATH": str(script.parent)})
     assert done.returncode == 0, done.stderr
     panel = done.stdout.split("Commands")[1]
-    assert re.findall(r"^│ (\w+) ", panel, re.MULTILINE) == EVERY_VERB
+    assert re.findall(r"^│ (\w+) ", panel, re.MULTILINE) == EVERY_VERB + EVERY_GROUP
     assert [name for name, _ in VERBS] == EVERY_VERB
+    assert [name for name, _ in GROUPS] == EVERY_GROUP
 
 
 def test_building_the_app_imports_neither_jax_nor_numpyro() -> None:
