@@ -14,6 +14,8 @@ import pytest
 from service.language.loader import load_file
 
 if TYPE_CHECKING:
+    from redis import Redis
+
     from service.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,3 +73,21 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return Settings()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis server shared by the tests of one module; its URL."""
+    with real_redis(tmp_path_factory.mktemp("redis")) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_redis(redis_server: str) -> Redis:
+    """A client of the module's Redis server, emptied for this test."""
+    from redis import Redis
+
+    r = Redis.from_url(redis_server)
+    r.flushall()
+    return r
+

@@ -7,7 +7,6 @@ import asyncio
 import io
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +27,13 @@ from service.live import LiveDiagnostics
 from service.metrics import ClusterCollector
 from service.priors import record_refit
 from service.sampler import SamplerSettings
-from tests.conftest import real_redis
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with real_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.fixture
-def redis(redis_server: str) -> Redis:
-    r = Redis.from_url(redis_server)
-    r.flushall()
-    return r
+def redis(empty_redis: Redis) -> Redis:
+    return empty_redis
 
 
 def scrape(collector: ClusterCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from itertools import pairwise
 from multiprocessing import get_context
@@ -21,24 +20,15 @@ from service.datasets import Dataset, DatasetStore, DatasetVersion
 from service.datasets.content import canonical
 from service.datasets.schema import MAX_PROBLEMS, chain_hash, schema_hash
 from service.exceptions import ConflictError, NotFoundError, SpecError
-from tests.conftest import real_redis
 
 SCHEMA = {"hospital": "string", "n": "int", "y": "float"}
 APPENDERS = 8
 APPENDS = 50
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with real_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.fixture
-def redis(redis_server: str) -> Redis:
-    r = Redis.from_url(redis_server)
-    r.flushall()
-    return r
+def redis(empty_redis: Redis) -> Redis:
+    return empty_redis
 
 
 @pytest.fixture

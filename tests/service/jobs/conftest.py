@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +11,13 @@ from redis import Redis
 from service.config import Settings
 from service.jobs.store import JobStore
 from service.language.loader import load_file
-from tests.conftest import real_redis
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with real_redis(tmp_path_factory.mktemp("redis")) as url:
-        yield url
-
-
 @pytest.fixture
-def redis(redis_server: str) -> Redis:
-    r = Redis.from_url(redis_server)
-    r.flushall()
-    return r
+def redis(empty_redis: Redis) -> Redis:
+    return empty_redis
 
 
 @pytest.fixture

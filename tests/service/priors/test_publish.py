@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +20,6 @@ from service.jobs.store import JobStore
 from service.priors.definition import PriorDefinition
 from service.priors.store import PriorStore
 from service.priors.versions import Versions
-from tests.conftest import real_redis
 
 MODEL = {"spec": 1, "data": {"sigma": 1.0},
          "params": {"mu": "Normal(0, 5)", "tau": "HalfNormal(1)",
@@ -32,14 +29,13 @@ GOOD = {"totals": {"max_rhat": 1.002, "min_ess_bulk": 900.0, "min_ess_tail": 800
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> Iterator[str]:
-    with real_redis(tmp_path) as u:
-        yield u
+def url(redis_server: str) -> str:
+    return redis_server
 
 
 @pytest.fixture
-def priors(url: str) -> PriorStore:
-    redis, settings = Redis.from_url(url), Settings(redis_url=url)
+def priors(empty_redis: Redis, url: str) -> PriorStore:
+    redis, settings = empty_redis, Settings(redis_url=url)
     store = PriorStore(jobs=JobStore(redis, settings), datasets=DatasetStore(redis, settings))
     store.datasets.put("alice", "obs", columns={"g": "string", "y": "float"})
     store.datasets.append("alice", "obs", {"columns": {"g": ["a", "b", "a"], "y": [0.1, 1.2, -0.3]}})
