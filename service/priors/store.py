@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from service import keys
 from service.codec import text
 from service.datasets import DatasetStore
@@ -20,7 +22,7 @@ from service.jobs.store import JobStore
 from service.language.expr import NAME_RE as NAME
 from service.language.fitted import declared_support
 from service.language.ir import Model
-from service.priors.definition import DEFAULT_SEED, PriorDefinition, check_name
+from service.priors.definition import DEFAULT_SEED, MAX_EXPORT_ELEMENTS, PriorDefinition, check_name
 from service.priors.elicit import elicit
 from service.priors.export import MARGINAL_SUPPORTS
 from service.priors.refs import RefitOf
@@ -103,6 +105,11 @@ class PriorStore:
             elif definition.export.method == "marginal" and support not in MARGINAL_SUPPORTS:
                 problems.append(Problem(path, f"method marginal fits {', '.join(MARGINAL_SUPPORTS)} variables; "
                                               f"{name} has support {support} (use method mvn)"))
+        size = sum(int(np.prod(model.variables[n].shape, dtype=int)) for n in definition.export.params
+                   if n in model.variables)
+        if size > MAX_EXPORT_ELEMENTS:
+            problems.append(Problem("export.params", f"the exported variables have {size} elements; a prior holds at "
+                                                     f"most {MAX_EXPORT_ELEMENTS} (its covariance is their square)"))
         keep = (definition.sampler or {}).get("keep")
         if keep is not None:
             missing = [p for p in definition.export.params if p not in keep]

@@ -119,6 +119,8 @@ def test_definitions_are_checked_against_their_dataset(priors: PriorStore) -> No
         ({"export": {"params": ["mu"]}, "sampler": {"keep": ["tau"]}}, "sampler.keep"),
         ({"data_from": {"dataset": "obs", "columns": {"y": "y", "g": "zz"}}}, "data_from.columns.g"),
         ({"model": {**MODEL, "params": {**MODEL["params"], "tau": "HalfNormal(-1)"}}}, "model.params.tau"),
+        ({"model": {**MODEL, "params": {**MODEL["params"], "big": {"dist": "Normal(0, 1)", "shape": [1001]}}},
+          "export": {"params": ["big"]}}, "export.params"),
     ]
     base = {"model": MODEL, "data_from": {"dataset": "obs"}, "export": {"params": ["mu", "tau"]}}
     for change, path in cases:
