@@ -1,4 +1,4 @@
-"""`chainyard prior put|show|refit|versions|elicit|save` against a chainyard API (design section 6)."""
+"""`chainyard prior put|show|refit|schedule|unschedule|versions|elicit` against a chainyard API (design section 6)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,49 @@ def put(name: str, file: Annotated[Path, typer.Argument(help="Definition {model,
 
 @app.command("show")
 def show(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
-    """The definition, latest version and last refit (JSON)."""
+    """The definition, latest version, last refit and schedule (JSON; `schedule` is null without one)."""
     with client(url, token) as api:
-        typer.echo(json.dumps(api_call(lambda: api.prior(name)), indent=1))
+        head = api_call(lambda: api.prior(name))
+        head["schedule"] = api_call(lambda: _schedule_or_none(api, name))
+        typer.echo(json.dumps(head, indent=1))
+
+
+@app.command("schedule")
+def schedule(
+    name: str,
+    cron: Annotated[str, typer.Option(help="Five fields (minute hour day-of-month month day-of-week) or a macro: "
+                                           "@yearly, @monthly, @weekly, @daily, @hourly.")],
+    timezone: Annotated[str, typer.Option(help="IANA timezone the cron fields are read in.")] = "UTC",
+    suspend: Annotated[bool, typer.Option(help="Keep the schedule but do not run it.")] = False,
+    url: Url = DEFAULT_URL, token: Token = None,
+) -> None:
+    """Refit a prior on a cron schedule (replaces its schedule); prints when it runs next."""
+    with client(url, token) as api:
+        found = api_call(lambda: api.schedule_prior(name, cron, timezone, suspend=suspend))
+    when = "suspended" if found["suspend"] else f"next run {found['next_run']}"
+    typer.echo(f"prior {name}: {found['cron']} ({found['timezone']}), {when}, run by {found['backend']}")
+    if not found["in_sync"]:
+        err.print(f"[bold yellow]warning:[/] {found['note']}")
+
+
+@app.command("unschedule")
+def unschedule(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Stop refitting a prior on a schedule (its versions stay)."""
+    with client(url, token) as api:
+        api_call(lambda: api.unschedule_prior(name))
+    typer.echo(f"prior {name}: no schedule")
+
+
+def _schedule_or_none(api: Any, name: str) -> dict[str, Any] | None:
+    from service.client import ApiError
+
+    try:
+        found: dict[str, Any] = api.prior_schedule(name)
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found
 
 
 @app.command("refit")

@@ -224,6 +224,24 @@ class Client:
         result: builtins.list[dict[str, Any]] = self._call("GET", f"/v1/priors/{name}/refits").json()["refits"]
         return result
 
+    def schedule_prior(self, name: str, cron: str, timezone: str = "UTC", suspend: bool = False) -> dict[str, Any]:
+        """Refit a prior on a cron schedule (five fields or @daily, ...) in an IANA timezone; the schedule.
+
+            client.schedule_prior("hospitals", "30 2 * * *", "Europe/Berlin")["next_run"]
+        """
+        result: dict[str, Any] = self._call("PUT", f"/v1/priors/{name}/schedule",
+                                            json={"cron": cron, "timezone": timezone, "suspend": suspend}).json()
+        return result
+
+    def prior_schedule(self, name: str) -> dict[str, Any]:
+        """A prior's schedule: cron, timezone, suspend, next_run, last_run, backend, in_sync (404 if none)."""
+        result: dict[str, Any] = self._call("GET", f"/v1/priors/{name}/schedule").json()
+        return result
+
+    def unschedule_prior(self, name: str) -> None:
+        """Stop refitting a prior on a schedule."""
+        self._call("DELETE", f"/v1/priors/{name}/schedule")
+
     def save_elicited(self, name: str, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
         """Publish expert judgements per variable ({var: {family, quantiles, intervals}}) as a version."""
         result: dict[str, Any] = self._call("POST", f"/v1/priors/{name}/versions",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -126,6 +126,16 @@ class Settings(BaseSettings):
                                  "add; its body is bounded by max_request_bytes too.")
     max_dataset_cells: int = Field(50_000_000, ge=1, description="Rows x columns one dataset may hold (400 MB as "
                                    "float64): reading a version holds it in memory.")
+
+    # prior refit schedules (service/priors/schedules.py, docs/priors.md "Schedules")
+    scheduler: Literal["local", "kubernetes", "none"] = Field(
+        "local", description="Who runs prior refit schedules: `local` (a thread in each API process; a Redis lease "
+        "makes exactly one fire each run), `kubernetes` (one CronJob per schedule, what the chart sets) or `none` "
+        "(schedules are stored but nothing runs them).")
+    schedule_starting_deadline_seconds: int = Field(
+        3600, ge=1, le=7 * 24 * 3600, description="Local scheduler: a run missed (the API was down) is still "
+        "started if at most this many seconds late, once however many were missed; later, it is skipped "
+        "(a CronJob's startingDeadlineSeconds).")
 
     @field_validator("tokens", mode="before")
     @classmethod

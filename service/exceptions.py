@@ -59,3 +59,12 @@ class QuotaExceededError(ChainyardError):
         super().__init__(message)
         self.retry_after = retry_after
         """Seconds after which the same request may succeed."""
+
+
+class BackendError(ChainyardError):
+    """The place a schedule runs (service.priors.backends: a Kubernetes CronJob) refused or could not be
+    reached: `status` is the API's answer (503 unreachable or forbidden, 409 conflict, 422 refused)."""
+
+    def __init__(self, message: str, *, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status

@@ -216,3 +216,21 @@ def dataset_keys(tenant: str, name: str, versions: int) -> list[str]:
 
 PRIOR_TENANTS = f"{PREFIX}:prior-tenants"
 """Set: tenants that hold priors (the nightly `chainyard refit` walks them)."""
+
+
+# -- prior refit schedules (service.priors.schedules)
+
+
+def prior_schedule(tenant: str, name: str) -> str:
+    """Hash: a prior's refit schedule (the source of truth wherever it runs): `cron`, `timezone`, `suspend`
+    ('1'/'0'), created_at, updated_at, and its last run: `last_at` (unix), `last_scheduled` (the instant it ran
+    for), `last_job`, `last_outcome` (submitted | unchanged | error | missed), `last_message`. Deleted with
+    the schedule and with the prior."""
+    return f"{PREFIX}:prior-schedule:{tenant}:{name}"
+
+
+PRIOR_SCHEDULES = f"{PREFIX}:prior-schedules"
+"""Sorted set: '<tenant>/<prior>' (service.priors.publish.metric_label; a prior's name has no '/') -> unix time
+of its next scheduled run, for every schedule (+inf while suspended). The local scheduler fires the members
+whose time has come and moves each to its next instant with one compare-and-set script, so that of several
+API processes exactly one fires each run; chainyard_prior_next_refit_timestamp reads it."""

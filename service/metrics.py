@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import keys, live
 from service.codec import text
 from service.jobs.record import JobState
+from service.priors import schedules
 from service.queue import ChainQueue
 
 JOB_DURATION = Histogram(
@@ -141,7 +142,23 @@ class ClusterCollector(Collector):
         for prior, outcome in sorted(replies[-1].items()):
             last.add_metric([label_value(text(prior))], 1.0 if text(outcome) == "succeeded" else 0.0)
         yield last
+        yield self._next_refits(now)
         yield from self._per_job(live.exported(self.r))
+
+    def _next_refits(self, now: float) -> Metric:
+        """chainyard_prior_next_refit_timestamp from keys.PRIOR_SCHEDULES (suspended schedules: no series)."""
+        family = GaugeMetricFamily("chainyard_prior_next_refit_timestamp",
+                                   "Unix time of the next scheduled refit of each prior with a schedule.",
+                                   labels=["prior"])
+        for value, score in self.r.zrangebyscore(keys.PRIOR_SCHEDULES, "-inf", "(+inf", withscores=True):
+            label = text(value)
+            at: float | None = float(score)
+            if at is not None and at < now - schedules.STALE_SECONDS:  # not advanced here (Kubernetes mode)
+                found = schedules.read_schedule(self.r, *schedules.split_member(label))
+                at = schedules.upcoming(found[0], at, now) if found else None
+            if at is not None:
+                family.add_metric([label_value(label)], at)
+        return family
 
 
     @staticmethod

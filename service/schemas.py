@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from service.jobs.record import ChainPhase, JobState
 from service.priors.definition import PriorDefinition
@@ -204,3 +204,51 @@ class DatasetVersionList(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+class ScheduleCreate(BaseModel):
+    """PUT /v1/priors/{name}/schedule: refit the prior on a cron schedule in a timezone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: StrictStr = Field(max_length=200, description="Five fields (minute hour day-of-month month day-of-week) "
+                            "or @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly.",
+                            examples=["30 2 * * *", "@daily"])
+    timezone: StrictStr = Field(max_length=64, description="IANA timezone the cron fields are read in.",
+                                examples=["Europe/Berlin", "UTC"])
+    suspend: StrictBool = Field(False, description="Keep the schedule but do not run it.")
+
+
+class ScheduleRunPublic(BaseModel):
+    """The last time a schedule fired."""
+
+    model_config = ConfigDict(title="ScheduleRun")
+
+    at: float = Field(description="When it fired (unix time).")
+    scheduled: float | None = Field(description="The scheduled instant it fired for (unix time).")
+    job: str | None = Field(description="The refit job it submitted, or found unchanged.")
+    outcome: Literal["submitted", "unchanged", "error", "missed"] = Field(
+        description="submitted: a new refit job; unchanged: the dataset has not changed since this definition's "
+        "last refit (the same job); error: see message; missed: more than the starting deadline late, skipped.")
+    message: str | None
+    refit: dict[str, Any] | None = Field(None, description="The refit job's outcome (as in GET .../refits), once "
+                                         "it has ended.")
+
+
+class PriorSchedulePublic(BaseModel):
+    """A prior's refit schedule, when it runs next and how its last run went."""
+
+    model_config = ConfigDict(title="PriorSchedule")
+
+    prior: str
+    cron: str
+    timezone: str
+    suspend: bool
+    next_run: str | None = Field(description="ISO 8601 with the timezone's offset; null while suspended.")
+    next_run_unix: float | None
+    last_run: ScheduleRunPublic | None
+    backend: str = Field(description="What runs it: local (the API's scheduler), kubernetes (a CronJob) or none.")
+    in_sync: bool = Field(description="Whether the backend runs exactly this schedule.")
+    note: str | None = Field(None, description="What the backend disagreed on, and what was done about it.")
+    created_at: float
+    updated_at: float

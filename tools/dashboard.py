@@ -149,6 +149,10 @@ def layout() -> list[tuple[dict[str, Any], int, int]]:
                      ("max by (prior) (chainyard_prior_last_refit_ok)", "{{prior}} last ok")], minimum=0), 12, 8),
         (timeseries("Prior versions", "Version of each empirical prior (it steps up at each successful refit).",
                     [("max by (prior) (chainyard_prior_version)", "{{prior}}")], minimum=0), 12, 8),
+        (timeseries("Next scheduled refit", "Time until each scheduled prior's next refit (priors with a schedule "
+                    "that is not suspended); it falls to 0 as a refit fires, then jumps to the next run.",
+                    [("max by (prior) (chainyard_prior_next_refit_timestamp) - time()", "{{prior}}")], unit="s",
+                    minimum=0), 24, 8),
     ]
 
 

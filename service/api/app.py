@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException
@@ -15,12 +19,16 @@ from service.datasets import DatasetStore
 from service.jobs.store import JobStore
 from service.metrics import ClusterCollector, HttpMetrics
 from service.plots import JobFigures
+from service.priors.backends import backend_for
+from service.priors.scheduler import LocalScheduler
+from service.priors.schedules import ScheduleStore
 from service.priors.store import PriorStore
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()  # refuses to start without tokens (unless auth is disabled)
-    app = FastAPI(title="chainyard", version="1", summary="Bayesian inference (NUTS) as a service")
+    app = FastAPI(title="chainyard", version="1", summary="Bayesian inference (NUTS) as a service",
+                  lifespan=_lifespan)
     redis = redis_client(settings)
     app.state.settings = settings
     app.state.redis = redis
@@ -28,6 +36,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.store = JobStore(redis, settings)
     app.state.datasets = DatasetStore(redis, settings)
     app.state.priors = PriorStore(jobs=app.state.store, datasets=app.state.datasets)
+    app.state.schedules = ScheduleStore(priors=app.state.priors, backend=backend_for(settings, redis=redis))
+    app.state.priors.unschedule = app.state.schedules.forget  # deleting a prior deletes its schedule
     app.state.figures = JobFigures(redis, cpu_share=settings.diagnostics_cpu_share)  # cached per draw count
     app.state.cluster_metrics = CollectorRegistry(auto_describe=False)
     app.state.cluster_metrics.register(ClusterCollector(redis))
@@ -39,6 +49,25 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.add_middleware(Authenticate, settings=settings)  # before the body is read, even its length checked
     app.add_middleware(HttpMetrics)  # outermost: counts 401s and 413s too
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """While the app serves: reconcile the schedules with their backend (in a thread: a slow backend must not
+    delay start) and, in local mode, run the scheduler thread that fires them."""
+    settings: ApiSettings = app.state.settings
+    schedules: ScheduleStore = app.state.schedules
+    threading.Thread(target=schedules.reconcile_quietly, name="chainyard-reconcile", daemon=True).start()
+    scheduler = None
+    if settings.scheduler == "local":
+        scheduler = LocalScheduler(app.state.redis, app.state.priors,
+                                   starting_deadline=settings.schedule_starting_deadline_seconds)
+        scheduler.start()
+    try:
+        yield
+    finally:
+        if scheduler is not None:
+            scheduler.stop()
 
 
 class BodyLimit:

@@ -10,7 +10,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import Message, Send
 
-from service.exceptions import AuthError, ConflictError, NotFoundError, QuotaExceededError, SpecError
+from service.exceptions import AuthError, BackendError, ConflictError, NotFoundError, QuotaExceededError, SpecError
 
 
 def error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> JSONResponse:
@@ -69,6 +69,11 @@ def install(app: FastAPI) -> None:
         response = error(429, "over_quota", str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
+
+    @app.exception_handler(BackendError)
+    async def backend_error(request: Request, exc: BackendError) -> JSONResponse:
+        code = {409: "conflict", 422: "invalid_spec"}.get(exc.status, "unavailable")
+        return error(exc.status, code, str(exc))
 
     @app.exception_handler(RedisError)
     async def unavailable(request: Request, exc: RedisError) -> JSONResponse:

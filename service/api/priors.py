@@ -4,13 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from service.api.deps import Priors, Tenant
 from service.api.jobs import ERRORS, public
 from service.priors.definition import PriorDefinition
+from service.priors.schedule import parse_schedule
+from service.priors.schedules import ScheduleState, ScheduleStore
 from service.priors.store import PriorHead
-from service.schemas import JobPublic, PriorList, PriorPublic, PriorSave, PriorVersionList, PriorVersionPublic
+from service.schemas import (
+    ErrorResponse,
+    JobPublic,
+    PriorList,
+    PriorPublic,
+    PriorSave,
+    PriorSchedulePublic,
+    PriorVersionList,
+    PriorVersionPublic,
+    ScheduleCreate,
+    ScheduleRunPublic,
+)
 
 router = APIRouter(prefix="/v1/priors", tags=["priors"], responses=ERRORS)
 Name = Annotated[str, Path(max_length=64)]
@@ -85,3 +98,51 @@ def refits(name: Name, priors: Priors, tenant: Tenant,
     """The latest refit outcomes, newest first: job, dataset version, outcome, reasons, diagnostics."""
     priors.get(tenant, name)
     return {"refits": priors.versions.refits(tenant, name, limit=limit)}
+
+
+# -- schedules (service.priors.schedules)
+
+
+def get_schedules(request: Request) -> ScheduleStore:
+    schedules: ScheduleStore = request.app.state.schedules
+    return schedules
+
+
+Schedules = Annotated[ScheduleStore, Depends(get_schedules)]
+SCHEDULE_ERRORS: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse}}
+
+
+def _schedule(state: ScheduleState) -> PriorSchedulePublic:
+    last = state.last_run
+    return PriorSchedulePublic(
+        prior=state.prior, cron=state.schedule.cron, timezone=state.schedule.timezone,
+        suspend=state.schedule.suspend, next_run=state.next_run.isoformat() if state.next_run else None,
+        next_run_unix=state.next_run.timestamp() if state.next_run else None,
+        last_run=None if last is None else ScheduleRunPublic(at=last.at, scheduled=last.scheduled, job=last.job,
+                                                             outcome=last.outcome,
+                                                             message=last.message, refit=state.refit),
+        backend=state.backend, in_sync=state.in_sync, note=state.note, created_at=state.created_at,
+        updated_at=state.updated_at)
+
+
+@router.put("/{name}/schedule", response_model=PriorSchedulePublic,
+            responses={201: {"model": PriorSchedulePublic}, **SCHEDULE_ERRORS})
+def put_schedule(name: Name, body: ScheduleCreate, schedules: Schedules, tenant: Tenant,
+                 response: Response) -> PriorSchedulePublic:
+    """Refit the prior on a cron schedule (five fields or a macro) in an IANA timezone; 201 when created."""
+    state, created = schedules.put(tenant, name, parse_schedule(body.model_dump()))
+    response.status_code = 201 if created else 200
+    return _schedule(state)
+
+
+@router.get("/{name}/schedule", response_model=PriorSchedulePublic, responses=SCHEDULE_ERRORS)
+def get_schedule(name: Name, schedules: Schedules, tenant: Tenant) -> PriorSchedulePublic:
+    """The schedule, its next run, its last run and that refit's outcome; whether the backend runs it."""
+    return _schedule(schedules.get(tenant, name))
+
+
+@router.delete("/{name}/schedule", status_code=204, responses=SCHEDULE_ERRORS)
+def delete_schedule(name: Name, schedules: Schedules, tenant: Tenant) -> Response:
+    """Stop refitting the prior on a schedule (its versions and refits stay)."""
+    schedules.delete(tenant, name)
+    return Response(status_code=204)

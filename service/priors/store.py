@@ -8,6 +8,7 @@ so a refit of an unchanged dataset version is the same job), and pins what assem
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from service.language.ir import Model
 from service.priors.definition import DEFAULT_SEED, MAX_EXPORT_ELEMENTS, PriorDefinition, check_name
 from service.priors.elicit import elicit
 from service.priors.export import MARGINAL_SUPPORTS
+from service.priors.publish import metric_label
 from service.priors.refs import RefitOf
 from service.priors.versions import Versions
 from service.sampler import parse_job
@@ -54,6 +56,9 @@ class PriorStore:
         self.jobs = jobs
         self.datasets = datasets
         self.versions = Versions(jobs.r)
+        self.unschedule: Callable[[str, str], None] | None = None
+        """Removes a prior's schedule where it runs (service.priors.schedules.ScheduleStore.forget; the API
+        sets it): called by delete before the prior goes."""
 
     # -- definitions ------------------------------------------------------------------------------
 
@@ -138,10 +143,13 @@ class PriorStore:
     def delete(self, tenant: str, name: str) -> None:
         """Remove a prior and every version (jobs that pinned a version keep its numbers in their pin)."""
         self.get(tenant, name)
+        if self.unschedule is not None and self.r.exists(keys.prior_schedule(tenant, name)):
+            self.unschedule(tenant, name)
         pipe = self.r.pipeline()
         pipe.delete(keys.prior(tenant, name), keys.prior_versions(tenant, name), keys.prior_published(tenant, name),
-                    keys.prior_refits(tenant, name))
+                    keys.prior_refits(tenant, name), keys.prior_schedule(tenant, name))
         pipe.zrem(keys.tenant_priors(tenant), name)
+        pipe.zrem(keys.PRIOR_SCHEDULES, metric_label(tenant, name))
         pipe.execute()
 
     # -- refits -----------------------------------------------------------------------------------
@@ -167,9 +175,12 @@ class PriorStore:
 
     def stale(self, tenant: str) -> list[str]:
         """Priors with a definition whose dataset has a newer version than the one their latest version (or
-        latest refit attempt) was fitted on: what the nightly `chainyard refit` refits."""
+        latest refit attempt) was fitted on, and without a schedule of their own (even a suspended one): what
+        the nightly `chainyard refit` refits."""
         out = []
         for name in self.names(tenant):
+            if self.r.exists(keys.prior_schedule(tenant, name)):
+                continue
             head = self.get(tenant, name)
             if head.definition is None or head.definition.data_from.version != "latest":
                 continue
