@@ -24,7 +24,7 @@ D1 = RNG.normal(1.5, SIGMA, size=40).round(6).tolist()
 D2 = RNG.normal(1.5, SIGMA, size=40).round(6).tolist()
 MODEL = {"spec": 1, "data": {"sigma": SIGMA}, "params": {"mu": f"Normal({M0}, {S0})"},
          "observe": {"y": "Normal(mu, sigma)"}}
-SAMPLER = {"chains": 4, "warmup": 300, "draws": 2000, "seed": 11}
+SAMPLER = {"chains": 4, "warmup": 200, "draws": 1000, "seed": 11}
 
 
 def exact(y: list[float], m0: float = M0, s0: float = S0) -> tuple[float, float]:
@@ -67,7 +67,7 @@ def test_a_refit_publishes_a_version_with_its_provenance(alice: Client, publishe
     comp, = version["export"]["components"]
     # the exported normal is the fit's: its mean is the draws' mean (the summary's), its sd their sd
     assert comp["loc"][0] == pytest.approx(row["mean"], rel=1e-9)
-    assert comp["scale_tril"][0][0] == pytest.approx(row["sd"], rel=1e-3)  # ddof 0 or 1 of 8000 draws
+    assert comp["scale_tril"][0][0] == pytest.approx(row["sd"], rel=1e-3)  # ddof 0 or 1 of 4000 draws
     mean, _ = exact(D1)
     assert abs(comp["loc"][0] - mean) < 4 * row["mcse_mean"]
 
@@ -89,7 +89,7 @@ def test_a_job_with_priors_from_matches_the_exact_all_data_posterior(alice: Clie
     share = (1 / exact(D1)[1] ** 2) / (1 / sd**2)
     tolerance = 4 * float(np.hypot(row["mcse_mean"], share * refit_row["mcse_mean"]))
     assert abs(row["mean"] - mean) < tolerance
-    assert row["sd"] == pytest.approx(sd, rel=0.05)  # sd of 8000 draws: relative error ~ 1/sqrt(2 ESS)
+    assert row["sd"] == pytest.approx(sd, rel=0.05)  # sd of 8000 draws: relative error ~ 1/sqrt(2 ESS), 1.3% at ESS 3000
 
 
 def test_refitting_unchanged_data_is_the_same_job_and_new_rows_a_new_version(alice: Client,
