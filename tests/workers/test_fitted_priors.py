@@ -140,6 +140,23 @@ def test_marginals_are_their_families_and_elementwise_mixtures() -> None:
     assert sorted(n for n, site in trace.items() if site["type"] == "sample") == ["b", "p", "s"]
 
 
+@pytest.mark.parametrize(("family", "args", "scipy_dist"), [
+    ("Gamma", {"concentration": 3.0, "rate": 2.0}, st.gamma(3.0, scale=0.5)),
+    ("InverseGamma", {"concentration": 3.0, "rate": 2.0}, st.invgamma(3.0, scale=2.0)),
+    ("HalfNormal", {"scale": 1.5}, st.halfnorm(scale=1.5)),
+    ("Weibull", {"scale": 2.0, "concentration": 1.5}, st.weibull_min(1.5, scale=2.0)),
+])
+def test_every_elicited_positive_family_lowers_to_its_density(family: str, args: dict[str, float],
+                                                              scipy_dist: Any) -> None:
+    """Each family POST /v1/priors/elicit can save (service/priors/elicit.py) is a marginal prior a job can use."""
+    doc = {"spec": 1, "params": {"s": "Exponential(1)"},
+           "fitted_priors": [{"source": "expert@1", "method": "marginal",
+                              "members": [{"param": "s", "shape": [], "support": "positive"}],
+                              "marginals": [[{"weight": 1.0, "dist": family, "args": args}]]}]}
+    lp, _ = log_joint(validate(doc), {"s": 1.3})
+    assert lp == pytest.approx(scipy_dist.logpdf(1.3), rel=1e-10)
+
+
 def test_a_noncentered_member_is_sampled_as_the_prior_says() -> None:
     doc = {"spec": 1, "coords": {"g": ["a", "b"]}, "data": {"y": [0.3, -0.1]},
            "params": {"mu": "Normal(0, 1)",
