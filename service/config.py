@@ -137,6 +137,15 @@ class Settings(BaseSettings):
         "started if at most this many seconds late, once however many were missed; later, it is skipped "
         "(a CronJob's startingDeadlineSeconds).")
 
+    # Kubernetes mode of schedules (service/priors/kube.py; the chart sets all three for the API)
+    kube_namespace: str | None = Field(None, description="Namespace of the schedules' CronJobs (default: the "
+                                       "pod's own, from its service account's namespace file).")
+    kubeconfig: Path | None = Field(None, description="A kubeconfig file to reach the Kubernetes API with "
+                                    "(default: the pod's in-cluster service account).")
+    refit_template_file: Path | None = Field(None, description="The refit Job template (YAML, a CronJob's "
+                                             "jobTemplate) the chart renders into a ConfigMap; each schedule's "
+                                             "CronJob is built from it with only the container's args set.")
+
     @field_validator("tokens", mode="before")
     @classmethod
     def _parse_tokens(cls, value: Any) -> Any:

@@ -67,7 +67,7 @@ def test_schema_accepts_every_scenario(scenario: str) -> None:
 BAD_VALUES = {
     "zero workers": ({"worker": {"replicaCount": 0}}, "/worker/replicaCount"),
     "zero API replicas": ({"api": {"replicaCount": 0}}, "/api/replicaCount"),
-    "threads 0 (one per node core, ignoring the CPU limit)": ({"refit": {"threads": 0}}, "/refit/threads"),
+    "unknown scheduler": ({"api": {"scheduler": "cron"}}, "/api/scheduler"),
     "a container without limits": ({"api": {"resources": {"limits": None}}}, "/api/resources"),
     "limits without memory": ({"worker": {"resources": {"limits": {"memory": None}}}}, "/worker/resources/limits"),
     "grace period shorter than a compile": ({"worker": {"terminationGracePeriodSeconds": 5}},
@@ -112,7 +112,7 @@ def kinds(objects: list[dict[str, Any]]) -> dict[str, int]:
 
 def test_default_render_has_every_component() -> None:
     assert kinds(render()) == {
-        "ConfigMap": 2, "CronJob": 1, "Deployment": 1, "NetworkPolicy": 1, "PodDisruptionBudget": 1, "Role": 1,
+        "ConfigMap": 3, "CronJob": 1, "Deployment": 1, "NetworkPolicy": 1, "PodDisruptionBudget": 1, "Role": 1,
         "RoleBinding": 1, "Service": 4, "ServiceAccount": 1, "StatefulSet": 2,
     }
 
@@ -251,17 +251,6 @@ def test_worker_gets_time_to_finish_a_block_and_checkpoint(scenario: str, monkey
     assert "preStop" not in container.get("lifecycle", {})  # SIGTERM itself starts the checkpoint
 
 
-def test_refit_threads_fit_its_cpu_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    # a worker samples one chain at a time; a refit samples its chains in threads (0 would be one per node core)
-    objects = render()
-    cronjob = component(objects, "CronJob", "refit")
-    container = pod_spec(cronjob)["containers"][0]
-    settings = settings_from(container_env(objects, cronjob, container), monkeypatch)
-    cpu = str(container["resources"]["limits"]["cpu"])
-    limit = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-    assert 1 <= settings.threads <= max(1, limit)
-
-
 def test_worker_pdb_and_service_select_the_worker_pods() -> None:
     objects = render()
     sts = component(objects, "StatefulSet", "worker")
@@ -290,7 +279,7 @@ def test_every_path_the_processes_write_is_a_volume(scenario: str, monkeypatch: 
             settings = settings_from(env, monkeypatch)
             mounts = [PurePosixPath(m["mountPath"]) for m in container["volumeMounts"]]
             writes = [PurePosixPath(env["HOME"]), PurePosixPath(env["MPLCONFIGDIR"])]
-            if container["name"] in ("worker", "refit"):
+            if container["name"] == "worker":  # the refit pod only queues refit jobs: no data dir
                 writes += [PurePosixPath(settings.data_dir)]
             for path in writes:
                 assert any(path == m or m in path.parents for m in mounts), (container["name"], path, mounts)
@@ -354,7 +343,7 @@ def test_rbac_allows_only_cronjobs_in_the_namespace_and_only_the_api_uses_it(sce
     assert {"ClusterRole", "ClusterRoleBinding"}.isdisjoint(kinds(objects))
     role = component(objects, "Role", "schedules")
     assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["cronjobs"],
-                              "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}]
+                              "verbs": ["get", "list", "create", "patch", "delete"]}]
     binding = component(objects, "RoleBinding", "schedules")
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                   "name": "chainyard-schedules"}

@@ -25,7 +25,8 @@ import pytest
 from cli.stack import find_redis_server, free_port
 from service.client import Client
 from service.language.loader import load_file
-from tests.deploy.chart import ROOT, component, container_env, pod_spec, render
+from tests.deploy.chart import ROOT, component, container_env, one, pod_spec, render
+from tests.deploy.fake_kube import chart_job_template, fake_kube, write_kubeconfig
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +43,10 @@ class Pod:
         self.mounts = {PurePosixPath(m["mountPath"]): root / m["name"] for m in self.container.get("volumeMounts", [])}
         for directory in self.mounts.values():
             directory.mkdir(parents=True, exist_ok=True)
+        for volume in self.spec.get("volumes", []):  # a ConfigMap volume holds one file per key, as the kubelet does
+            if "configMap" in volume:
+                for key, text in one(objects, "ConfigMap", volume["configMap"]["name"])["data"].items():
+                    (root / volume["name"] / key).write_text(text)
         self.ports = {p["name"]: free_port() for p in self.container.get("ports", [])}
         self.by_number = {p["containerPort"]: self.ports[p["name"]] for p in self.container.get("ports", [])}
         env = container_env(objects, self.workload, self.container)
@@ -54,6 +59,8 @@ class Pod:
     def _value(self, name: str, value: str) -> str:
         if value.startswith("<metadata.name of "):
             return f"{self.workload['metadata']['name']}-0"  # a StatefulSet pod's name
+        if value.startswith("<metadata.namespace of "):
+            return str(self.workload["metadata"]["namespace"])
         if value.isdigit() and int(value) in self.by_number:
             return str(self.by_number[int(value)])
         path = PurePosixPath(value)
@@ -102,6 +109,21 @@ def pods() -> Iterator[list[Pod]]:
 
 
 @pytest.fixture
+def kubeconfig(tmp_path: Path) -> Iterator[Path]:
+    """The API pod's way to a Kubernetes API (it schedules refits as CronJobs): in a cluster its ServiceAccount
+    token, here a kubeconfig for the fake API server of tests/deploy/fake_kube.py."""
+    with fake_kube(namespace="chainyard", job_template=chart_job_template()) as (_, url):
+        yield write_kubeconfig(tmp_path / "kubeconfig", url, namespace="chainyard")
+
+
+def api_pod(root: Path, redis_url: str, kubeconfig: Path) -> Pod:
+    api = Pod(render(), "Deployment", "api", root, redis_url)
+    api.env["CHAINYARD_KUBECONFIG"] = str(kubeconfig)  # instead of the in-cluster configuration
+    (root / "tokens" / "tokens").write_text(f"{TOKEN}:team-a\n")  # the Secret's file
+    return api
+
+
+@pytest.fixture
 def redis(tmp_path: Path, pods: list[Pod]) -> Pod:
     """The chart's Redis container: the rendered redis-server flags, bound to loopback."""
     pod = Pod(render(), "StatefulSet", "redis", tmp_path / "redis", None)
@@ -133,10 +155,9 @@ def test_redis_keeps_its_append_only_file_on_its_volume(redis: Pod, tmp_path: Pa
         time.sleep(0.1)
 
 
-def test_api_probes_and_tokens_file(redis: Pod, pods: list[Pod], tmp_path: Path) -> None:
+def test_api_probes_and_tokens_file(redis: Pod, pods: list[Pod], tmp_path: Path, kubeconfig: Path) -> None:
     url = f"redis://127.0.0.1:{redis.ports['redis']}/0"
-    api = Pod(render(), "Deployment", "api", tmp_path / "api", url)
-    (tmp_path / "api" / "tokens" / "tokens").write_text(f"{TOKEN}:team-a\n")  # the Secret's file
+    api = api_pod(tmp_path / "api", url, kubeconfig)
     pods.append(api)
     api.start(chainyard(), tmp_path / "api.log")
     api.wait_for("startupProbe", 200)
@@ -180,10 +201,9 @@ def test_worker_stays_live_while_redis_is_down(redis: Pod, pods: list[Pod], tmp_
 
 
 def test_a_sampling_worker_checkpoints_and_caches_compiles_on_its_volumes(redis: Pod, pods: list[Pod],
-                                                                         tmp_path: Path) -> None:
+                                                                         tmp_path: Path, kubeconfig: Path) -> None:
     url = f"redis://127.0.0.1:{redis.ports['redis']}/0"
-    api = Pod(render(), "Deployment", "api", tmp_path / "api", url)
-    (tmp_path / "api" / "tokens" / "tokens").write_text(f"{TOKEN}:team-a\n")
+    api = api_pod(tmp_path / "api", url, kubeconfig)
     worker = Pod(render(), "StatefulSet", "worker", tmp_path / "worker", url)
     pods.extend([api, worker])
     api.start(chainyard(), tmp_path / "api.log")
