@@ -89,7 +89,7 @@ def test_a_job_with_priors_from_matches_the_exact_all_data_posterior(alice: Clie
     share = (1 / exact(D1)[1] ** 2) / (1 / sd**2)
     tolerance = 4 * float(np.hypot(row["mcse_mean"], share * refit_row["mcse_mean"]))
     assert abs(row["mean"] - mean) < tolerance
-    assert row["sd"] == pytest.approx(sd, rel=0.05)  # sd of 8000 draws: relative error ~ 1/sqrt(2 ESS), 1.3% at ESS 3000
+    assert row["sd"] == pytest.approx(sd, rel=0.05)  # an sd from ESS ~3000: relative error ~1/sqrt(2 ESS), 1.3%
 
 
 def test_refitting_unchanged_data_is_the_same_job_and_new_rows_a_new_version(alice: Client,
