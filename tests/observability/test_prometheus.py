@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from cli.stack import Stack, free_port
 from service.client import Client
 from service.language.loader import load_file
 from service.priors import record_refit
+from service.priors.schedule import Schedule, next_run
 from tests.observability.tooling import DASHBOARD, builder
 from tests.service.conftest import TOKENS, make_stack
 
@@ -33,6 +35,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 LINGER = 40.0
 EASY = {"spec": 1, "name": "normal_mean", "data": {"y": [0.3, -1.2, 0.8, 1.9, -0.4, 0.1, 0.7, -0.9]},
         "params": {"mu": "Normal(0, 10)"}, "observe": {"y": "Normal(mu, 1)"}}
+
+SCHEDULED = {"spec": 1, "params": {"mu": "Normal(0, 10)"}, "observe": {"y": "Normal(mu, 1)"}}
 
 
 def centered_eight_schools() -> dict[str, Any]:
@@ -110,6 +114,10 @@ def run(tmp_path_factory: pytest.TempPathFactory, compile_cache: Path) -> Iterat
         redis = Redis.from_url(stack.redis_url)
         record_refit(redis, "school_effects", "succeeded", version=3)
         record_refit(redis, "school_effects", "failed")
+        client.put_dataset("schools", {"y": "float"})  # a scheduled prior (its next run: 1 January, not today)
+        client.put_prior("scheduled", {"model": SCHEDULED, "data_from": {"dataset": "schools"},
+                                       "export": {"params": ["mu"]}})
+        client.schedule_prior("scheduled", "0 3 1 1 *", "Europe/Berlin")
         for job_id in (r.hard, r.easy, *r.burst):
             assert wait_done(client, job_id)["state"] == "succeeded"
             r.ended[job_id] = time.time()
@@ -144,6 +152,8 @@ def test_every_metric_has_samples_with_sensible_values(run: Run) -> None:
     assert run.value('max(chainyard_prior_version{prior="school_effects"})') == 3
     assert run.value('max(chainyard_prior_refit_total{prior="school_effects",outcome="failed"})') == 1
     assert run.value('max(chainyard_prior_last_refit_ok{prior="school_effects"})') == 0
+    new_year = next_run(Schedule(cron="0 3 1 1 *", timezone="Europe/Berlin"), datetime.now(UTC))
+    assert run.value('max(chainyard_prior_next_refit_timestamp{prior="alice/scheduled"})') == new_year.timestamp()
     for name in ("chainyard_job_rhat_max", "chainyard_job_ess_bulk_min", "chainyard_job_ess_tail_min",
                  "chainyard_job_divergences", "chainyard_job_progress", "chainyard_job_draws"):
         assert run.value(f'max({name}{{job="{run.hard}",model="eight_schools_centered"}})') >= 0, name
