@@ -35,10 +35,11 @@ def refit(
     prior: Annotated[str | None, typer.Option(help="Only this prior (with --tenant); refit even if its dataset "
                                                    "did not change.")] = None,
 ) -> None:
-    """Refit every prior whose dataset changed since its last refit, through the queue (the chart's nightly
-    CronJob). Publishing happens when each refit job ends, wherever it is assembled, so this exits as soon as
-    the jobs are queued. Exits non-zero only when Redis cannot be reached; a prior that cannot be refitted
-    (its dataset deleted, its model no longer valid) is reported and skipped."""
+    """Refit every prior that has no schedule of its own and whose dataset changed since its last refit, through
+    the queue (the chart's nightly CronJob); with --tenant and --prior, that one prior (a schedule's CronJob),
+    recorded as its schedule's last run. Publishing happens when each refit job ends, wherever it is assembled,
+    so this exits as soon as the jobs are queued. Exits non-zero only when Redis cannot be reached; a prior that
+    cannot be refitted (its dataset deleted, its model no longer valid) is reported and skipped."""
     from cli.refit import refit_all
 
     raise typer.Exit(refit_all(tenant=tenant, prior=prior))

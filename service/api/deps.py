@@ -10,6 +10,7 @@ from service.datasets import DatasetStore
 from service.exceptions import AuthError
 from service.jobs.store import JobStore
 from service.plots import JobFigures
+from service.priors.schedules import ScheduleStore
 from service.priors.store import PriorStore
 
 
@@ -33,6 +34,11 @@ def get_priors(request: Request) -> PriorStore:
     return priors
 
 
+def get_schedules(request: Request) -> ScheduleStore:
+    schedules: ScheduleStore = request.app.state.schedules
+    return schedules
+
+
 def get_tenant(request: Request) -> str:
     """The tenant service.api.auth.Authenticate found for this request (before its body was read)."""
     tenant = getattr(request.state, "tenant", None)
@@ -46,3 +52,4 @@ Tenant = Annotated[str, Depends(get_tenant)]
 Figures = Annotated[JobFigures, Depends(get_figures)]
 Datasets = Annotated[DatasetStore, Depends(get_datasets)]
 Priors = Annotated[PriorStore, Depends(get_priors)]
+Schedules = Annotated[ScheduleStore, Depends(get_schedules)]

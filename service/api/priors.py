@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 
-from service.api.deps import Priors, Tenant
+from service.api.deps import Priors, Schedules, Tenant
 from service.api.jobs import ERRORS, public
 from service.priors.definition import PriorDefinition
 from service.priors.schedule import parse_schedule
-from service.priors.schedules import ScheduleState, ScheduleStore
+from service.priors.schedules import ScheduleState
 from service.priors.store import PriorHead
 from service.schemas import (
     ErrorResponse,
@@ -103,12 +103,6 @@ def refits(name: Name, priors: Priors, tenant: Tenant,
 # -- schedules (service.priors.schedules)
 
 
-def get_schedules(request: Request) -> ScheduleStore:
-    schedules: ScheduleStore = request.app.state.schedules
-    return schedules
-
-
-Schedules = Annotated[ScheduleStore, Depends(get_schedules)]
 SCHEDULE_ERRORS: dict[int | str, dict[str, Any]] = {503: {"model": ErrorResponse}}
 
 
