@@ -91,3 +91,28 @@ def empty_redis(redis_server: str) -> Redis:
     r.flushall()
     return r
 
+
+@contextlib.contextmanager
+def api_in_thread(app: Any, *, lifespan: str = "off") -> Iterator[str]:
+    """Serve an ASGI app with uvicorn in a thread of this process (no workers); yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from cli.stack import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan))
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+

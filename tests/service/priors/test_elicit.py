@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -26,6 +23,7 @@ from service.language.expr import Num
 from service.language.ir import Param
 from service.language.validate import validate
 from service.priors.elicit import FAMILIES, TIE, Elicitation, elicit
+from tests.conftest import api_in_thread
 from tests.service.conftest import TOKENS
 
 PROBS = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -312,17 +310,8 @@ def api() -> Iterator[str]:
     """The API (uvicorn in a thread), its Redis URL pointing where nothing listens: elicitation needs none."""
     app = create_app(ApiSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0",
                                  tokens=",".join(f"{t}:{n}" for n, t in TOKENS.items())))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with api_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture

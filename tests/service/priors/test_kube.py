@@ -10,24 +10,21 @@ from __future__ import annotations
 import hashlib
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from redis import Redis
 
-from cli.stack import free_port
 from service.api.app import create_app
 from service.client import ApiError, Client
 from service.config import ApiSettings, Settings
 from service.exceptions import BackendError
 from service.priors.kube import MAX_NAME, KubernetesBackend, cronjob_name
 from service.priors.schedule import Schedule
-from tests.conftest import settings_from
+from tests.conftest import api_in_thread, settings_from
 from tests.deploy.chart import component, render
 from tests.deploy.fake_kube import FakeKube, chart_job_template, fake_kube, write_kubeconfig
 
@@ -353,17 +350,8 @@ def api(server: tuple[FakeKube, str], redis_server: str, tmp_path: Path,
     Redis.from_url(redis_server).flushall()
     kube_settings(tmp_path, server[1], monkeypatch, CHAINYARD_REDIS_URL=redis_server)  # the environment
     app = create_app(ApiSettings(tokens={"tok-alice": "alice"}))
-    port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=uv.run, name="api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not uv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}"
-    uv.should_exit = True
-    thread.join(timeout=10)
+    with api_in_thread(app, lifespan="on") as url:
+        yield url
 
 
 def test_schedule_routes_manage_the_cronjob(kube: FakeKube, api: str) -> None:
