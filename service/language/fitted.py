@@ -253,6 +253,17 @@ def _weight(raw: Any, path: str, problems: list[Problem]) -> float | None:
     return float(raw)
 
 
+def _component_head(entry: Any, where: str, fields: tuple[str, ...], problems: list[Problem]) -> float | None:
+    """A component's shape and weight: a mapping of `fields` only (each unknown one a problem)."""
+    if not isinstance(entry, Mapping):
+        problems.append(Problem(where, f"must be a mapping with {', '.join(fields[:-1])} and {fields[-1]}"))
+        return None
+    for key in entry:
+        if key not in fields:
+            problems.append(Problem(f"{where}.{key}", f"unknown field; expected one of {', '.join(fields)}"))
+    return _weight(entry.get("weight"), f"{where}.weight", problems)
+
+
 def _components_list(raw: Any, path: str, what: str, problems: list[Problem]) -> list[Any] | None:
     if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_COMPONENTS:
         problems.append(Problem(path, f"must be a list of 1 to {MAX_COMPONENTS} {what} (2 or more: a mixture)"))
@@ -280,16 +291,10 @@ def _mvn(raw: Any, dim: int | None, path: str, budget: _Budget,
     weights: list[float | None] = []
     for i, entry in enumerate(entries):
         where = f"{path}[{i}]"
-        if not isinstance(entry, Mapping):
-            problems.append(Problem(where, "must be a mapping with weight, loc and scale_tril"))
-            weights.append(None)
-            continue
-        for key in entry:
-            if key not in COMPONENT_KEYS:
-                problems.append(Problem(f"{where}.{key}", f"unknown field; expected one of "
-                                                          f"{', '.join(COMPONENT_KEYS)}"))
-        weight = _weight(entry.get("weight"), f"{where}.weight", problems)
+        weight = _component_head(entry, where, COMPONENT_KEYS, problems)
         weights.append(weight)
+        if not isinstance(entry, Mapping):
+            continue
         if dim is None:  # the members have problems: d is unknown
             continue
         if not budget.take(dim + dim * dim, where, problems):
@@ -346,16 +351,10 @@ def _marginal(raw: Any, member: FittedMember | None, path: str, budget: _Budget,
     weights: list[float | None] = []
     for i, entry in enumerate(entries):
         where = f"{path}[{i}]"
-        if not isinstance(entry, Mapping):
-            problems.append(Problem(where, "must be a mapping with weight, dist and args"))
-            weights.append(None)
-            continue
-        for key in entry:
-            if key not in MARGINAL_KEYS:
-                problems.append(Problem(f"{where}.{key}", f"unknown field; expected one of "
-                                                          f"{', '.join(MARGINAL_KEYS)}"))
-        weight = _weight(entry.get("weight"), f"{where}.weight", problems)
+        weight = _component_head(entry, where, MARGINAL_KEYS, problems)
         weights.append(weight)
+        if not isinstance(entry, Mapping):
+            continue
         name = entry.get("dist")
         family = MARGINAL_FAMILIES.get(name) if isinstance(name, str) else None
         if family is None:
