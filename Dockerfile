@@ -2,6 +2,10 @@
 # Dependencies come from the hash-pinned locks (tools/deploy/lock.sh) and are installed before the code is
 # copied, so a code change rebuilds only the last layers. Nothing secret goes into the image: API tokens and
 # Redis URLs arrive at run time (a mounted Secret, CHAINYARD_* variables). Build: docker build -t chainyard .
+# PYTHON_IMAGE: any Debian bookworm image with a Python 3.11 `python3` and its venv module: the official slim
+# image (default), or one built without Docker Hub from debootstrap plus Debian's python3 (tools/image/build.sh).
+# The build machine's pip settings (a CA bundle, an index) may come in as the BuildKit secret `pip.conf` (and
+# the files it names, e.g. `pip-ca` at /run/secrets/pip-ca); secrets are mounted for one RUN, never stored.
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -9,9 +13,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY requirements.lock requirements-build.lock ./
-RUN python -m venv /opt/build \
+RUN --mount=type=secret,id=pip.conf --mount=type=secret,id=pip-ca \
+    export PIP_CONFIG_FILE=/run/secrets/pip.conf \
+    && python3 -m venv /opt/build \
     && /opt/build/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements-build.lock \
-    && python -m venv /opt/chainyard \
+    && python3 -m venv /opt/chainyard \
     && /opt/chainyard/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
 # chainyard's own wheel, built offline with the locked backend; its dependencies are already installed
 COPY pyproject.toml README.md ./
