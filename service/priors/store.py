@@ -83,16 +83,17 @@ class PriorStore:
             pipe.execute()
         return self.get(tenant, name), created
 
-    def check(self, tenant: str, definition: PriorDefinition) -> Model | None:
+    def check(self, tenant: str, definition: PriorDefinition) -> tuple[Model, dict[str, Any], Any] | None:
         """Problems of a definition that need its dataset: the model against the data (when it has rows),
-        the exported variables and their supports. The validated model, or None before the first row."""
+        the exported variables and their supports. The validated model, the spec with the data and the dataset
+        version they came from (model_doc), or None before the first row."""
         try:
             dataset = self.datasets.get(tenant, definition.data_from.dataset)
         except NotFoundError as exc:
             raise SpecError([Problem("data_from.dataset", str(exc))]) from None
         if dataset.version.rows == 0:
             return None
-        doc, _ = self.model_doc(tenant, definition)
+        doc, version = self.model_doc(tenant, definition)
         model, _ = parse_job({"model": doc, "sampler": definition.sampler or {}},
                              limits=self.jobs.settings.cost_limits())
         problems = []
@@ -122,7 +123,7 @@ class PriorStore:
                 problems.append(Problem("sampler.keep", f"must keep the exported {', '.join(missing)}"))
         if problems:
             raise SpecError(problems)
-        return model
+        return model, doc, version
 
     def get(self, tenant: str, name: str) -> PriorHead:
         raw = {text(k): text(v) for k, v in self.r.hgetall(keys.prior(tenant, name)).items()}
@@ -161,10 +162,10 @@ class PriorStore:
         if head.definition is None:
             raise SpecError([Problem("", f"prior {name} has no definition to refit (PUT /v1/priors/{name})")])
         definition = head.definition
-        model = self.check(tenant, definition)
-        if model is None:
+        checked = self.check(tenant, definition)  # reads the dataset once: the data checked are the data submitted
+        if checked is None:
             raise SpecError([Problem("data_from.dataset", f"dataset {definition.data_from.dataset} has no rows yet")])
-        doc, version = self.model_doc(tenant, definition)
+        model, doc, version = checked
         refit = RefitOf(prior=name, revision=head.revision, dataset=definition.data_from.dataset,
                         dataset_version=version.number, dataset_hash=version.hash, dataset_rows=version.rows,
                         export=definition.export.model_dump(), gate=definition.gate.model_dump(),
