@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.exceptions import Problem, SpecError
 from service.language import cost, text
@@ -26,8 +26,35 @@ class Role(Enum):
     """Shapes the compiled block program (part of its cache key); also changes draws."""
     DRAWS = "draws"
     """Changes a chain's draws but not the compiled program."""
+    LENGTH = "length"
+    """How long the chains run, not their draws: a chain asked for more draws (`draws`, `until`, an extension)
+    continues the same sequence, so its checkpoints stay valid (not in the fingerprint)."""
     JOB = "job"
     """Neither: how many chains, and the seed (which the fingerprint names on its own)."""
+
+
+class Until(BaseModel):
+    """Sample in rounds until the draws pass these targets (design 2.3): a decision after every `check_every`
+    draws per chain, taken from exactly the draws so far (ArviZ rank-normalized R-hat, bulk and tail ESS
+    over every stored element), never from timing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rhat: float = Field(1.01, gt=1.0, le=2.0, description="Stop once max R-hat is below this.")
+    ess_bulk: float = Field(400, ge=0, le=10_000_000, description="... and min bulk ESS is at least this.")
+    ess_tail: float = Field(400, ge=0, le=10_000_000, description="... and min tail ESS is at least this.")
+    max_draws: int = Field(20_000, ge=1, le=MAX_ITERATIONS, description="Draws per chain at most (iterations "
+                           "after warmup, as `draws`).")
+    check_every: int = Field(500, ge=1, le=MAX_ITERATIONS, description="Draws per chain between decisions.")
+
+
+class WarmStart(BaseModel):
+    """Start each chain from an earlier job's final position, step size and inverse mass matrix."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job: str = Field(pattern=r"^j[0-9a-f]{24}$", description="A finished job of the same tenant, with the same "
+                     "model structure and shapes.")
 
 
 class SamplerSettings(BaseModel):
@@ -38,8 +65,9 @@ class SamplerSettings(BaseModel):
     chains: Annotated[int, Role.JOB] = Field(4, ge=1, le=MAX_CHAINS, description="Independent chains.")
     warmup: Annotated[int, Role.COMPILED] = Field(1000, ge=0, le=MAX_ITERATIONS,
                                                   description="Adaptation iterations per chain (discarded).")
-    draws: Annotated[int, Role.DRAWS] = Field(1000, ge=1, le=MAX_ITERATIONS, description="Sampling iterations per "
-                                              "chain; every `thin`-th is kept, as in Stan.")
+    draws: Annotated[int, Role.LENGTH] = Field(1000, ge=1, le=MAX_ITERATIONS, description="Sampling iterations "
+                                               "per chain (the minimum with `until`); every `thin`-th is kept, as "
+                                               "in Stan.")
     thin: Annotated[int, Role.DRAWS] = Field(1, ge=1, le=1000)
     seed: Annotated[int | None, Role.JOB] = Field(None, ge=0, lt=2**32,
                                                   description="Chain c uses key fold_in(PRNGKey(seed), c).")
@@ -50,6 +78,34 @@ class SamplerSettings(BaseModel):
         "uniform", description="numpyro init strategy; `uniform` (numpyro's default) draws in (-2, 2) unconstrained.")
     keep: Annotated[list[str] | None, Role.COMPILED] = Field(
         None, description="Variables to store; default all params and defines.")
+    until: Annotated[Until | None, Role.LENGTH] = Field(
+        None, description="Sample in rounds until R-hat and ESS pass (`true`: the defaults); `draws` is the minimum.")
+    warm_start: Annotated[WarmStart | None, Role.DRAWS] = Field(
+        None, description="Start from an earlier job's final state; `warmup` then continues its adaptation.")
+
+    @field_validator("until", mode="before")
+    @classmethod
+    def _until_flag(cls, value: Any) -> Any:
+        if value is True:
+            return {}
+        if value is False:
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _until_fits(self) -> SamplerSettings:
+        if self.until is not None and self.until.max_draws < self.draws:
+            raise ValueError(f"until.max_draws ({self.until.max_draws}) is below draws ({self.draws}), the minimum")
+        return self
+
+    def kept(self, draws: int) -> int:
+        """Kept draws among the first `draws` sampling iterations: every `thin`-th, the first included."""
+        return -(-draws // self.thin)
+
+    @property
+    def most_draws(self) -> int:
+        """Draws per chain the job may run to: `until.max_draws`, else `draws`."""
+        return self.until.max_draws if self.until is not None else self.draws
 
     @classmethod
     def fields(cls, *roles: Role) -> tuple[str, ...]:

@@ -6,6 +6,12 @@ block and resumed from its checkpoint continues bit for bit. Chain c of a job
 always starts from `fold_in(PRNGKey(seed), c)` and runs as a single-chain
 kernel, so its draws do not depend on which process runs it or what else runs
 beside it.
+
+How long a chain runs is not part of its identity: asked for more draws (a
+longer `draws`, another round of `until`, an extension), it continues the same
+sequence, from its checkpoint or from a snapshot of its state and draws stored
+elsewhere (`ChainSnapshot`, e.g. with the job in Redis), so a chain run to 1000
+draws and then to 2000 equals one run to 2000 from the start.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from service.language.ir import Model
 from service.sampler import Role, SamplerSettings
 from workers.checkpoint import ChainStore, Resumed
 from workers.program import STAT_NAMES, Program, program_for
-from workers.state import SamplerState
+from workers.state import SamplerState, WarmStart
 
 FIRST_BLOCK = 16
 """Iterations of a chain's first block (it includes compiling); later blocks are sized from the time taken."""
@@ -48,6 +54,10 @@ class Progress:
     """Sampling iterations in the block just run."""
     block_gradients: int = 0
     """Gradient evaluations (leapfrog steps) in the block just run."""
+    gradients: int = 0
+    """Gradient evaluations of the chain so far, warmup included."""
+    warmup_gradients: int = 0
+    """Gradient evaluations of the chain's warmup so far."""
 
 
 @dataclass
@@ -71,13 +81,24 @@ class Block:
     """The chain's position after the block."""
 
 
+@dataclass(frozen=True)
+class ChainSnapshot:
+    """A chain between blocks, everything needed to continue it anywhere: its full sampler state (by field
+    path, `SamplerState.to_arrays()`), its progress, and all its kept draws and stats so far."""
+
+    state: dict[str, np.ndarray]
+    progress: Progress
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+
+
 def chain_key(seed: int, chain: int) -> jax.Array:
     return jax.random.fold_in(jax.random.PRNGKey(seed), chain)
 
 
 def job_fingerprint(model: Model, settings: SamplerSettings, seed: int) -> str:
     """Identity of a job's chains: model, data and every setting that changes a chain's draws."""
-    relevant = settings.values(Role.COMPILED, Role.DRAWS)
+    relevant = settings.values(Role.COMPILED, Role.DRAWS)  # not Role.LENGTH: a longer run continues this one
     text = json.dumps({"model": model.fingerprint(), "settings": relevant, "seed": seed}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -97,8 +118,10 @@ class Chain:
     store: ChainStore | None
     fingerprint: str
     block_seconds: float
+    total: int
+    """Iterations to run to, warmup included (`extend_to` moves it)."""
     restored: list[Block] = field(default_factory=list)
-    """Blocks restored from the checkpoint (empty on a fresh start)."""
+    """Blocks restored from the checkpoint or a snapshot (empty on a fresh start)."""
     blocks: list[Block] = field(default_factory=list)
     """Blocks run by this Chain."""
     gradient_evaluations: int = 0
@@ -108,35 +131,57 @@ class Chain:
 
     @classmethod
     def open(cls, model: Model, settings: SamplerSettings, *, seed: int, chain: int, store: ChainStore | None,
-             fingerprint: str, block_seconds: float, max_block: int) -> Chain:
-        """Initial state, or the state of the newest checkpoint in `store` (InitializationError /
-        CheckpointMismatchError)."""
+             fingerprint: str, block_seconds: float, max_block: int, draws: int | None = None,
+             base: ChainSnapshot | None = None, warm: WarmStart | None = None) -> Chain:
+        """The chain, to run to `draws` draws (default `settings.draws`): resumed from the newer of its newest
+        checkpoint in `store` and `base`, else started fresh (at `warm`'s position, step size and inverse mass
+        matrix if given). InitializationError / CheckpointMismatchError."""
         program = program_for(model, settings, max_block=max_block)
         data = {k: jnp.asarray(v) for k, v in model.data.items()}
         key = chain_key(seed, chain)
+        total = settings.warmup + (draws if draws is not None else settings.draws)
         resumed = store.load() if store is not None else None
         common: dict[str, Any] = dict(program=program, data=data, settings=settings, chain=chain, store=store,
-                                      fingerprint=fingerprint, block_seconds=block_seconds,
+                                      fingerprint=fingerprint, block_seconds=block_seconds, total=total,
                                       next_size=min(FIRST_BLOCK, program.max_block))
+        if base is not None and (resumed is None or base.progress.iteration > int(resumed.meta["iteration"])):
+            try:
+                state = SamplerState.from_arrays(base.state, like=program.state_shapes(key, data))
+            except CheckpointMismatchError as exc:
+                raise CheckpointMismatchError(f"chain {chain}'s stored state: {exc}") from None
+            if int(state.iteration) != base.progress.iteration:
+                raise CheckpointMismatchError(f"chain {chain}'s stored state and progress disagree on the iteration")
+            block = Block(draws=base.draws, stats=base.stats, progress=base.progress)
+            if store is not None:  # the snapshot becomes block 0, so a kill in this run resumes from here
+                store.clear()
+                store.save(0, base.state, base.draws, base.stats, _meta(fingerprint, chain, base.progress))
+            return cls(state=state, progress=_towards(base.progress, settings.warmup, total), restored=[block],
+                       **common)
         if resumed is None:
-            state = program.init(key, data)
-            start = Progress(chain, "warmup" if settings.warmup else "sampling", 0,
-                             settings.warmup + settings.draws, 0, float(state.adapt_state.step_size))
+            state = program.warm_init(key, data, warm) if warm is not None else program.init(key, data)
+            start = Progress(chain, "warmup" if settings.warmup else "sampling", 0, total, 0,
+                             float(state.adapt_state.step_size))
             return cls(state=state, progress=start, **common)
         assert store is not None
         state, restored = _restore(resumed, program.state_shapes(key, data), store, fingerprint)
-        return cls(state=state, progress=restored[-1].progress, restored=restored, **common)
+        return cls(state=state, progress=_towards(restored[-1].progress, settings.warmup, total), restored=restored,
+                   **common)
 
     @property
     def done(self) -> bool:
         """All warmup and draws iterations run."""
-        return self.progress.iteration >= self.progress.of
+        return self.progress.iteration >= self.total
+
+    def extend_to(self, draws: int) -> None:
+        """Run on to `draws` draws (a next round, an extension): the same sequence continues."""
+        self.total = self.settings.warmup + draws
+        self.progress = _towards(self.progress, self.settings.warmup, self.total)
 
     def step(self) -> Block:
         """Run one block (sized to aim at block_seconds), checkpoint it to the store, return it."""
         if self.done:
             raise RuntimeError(f"chain {self.chain} is done")
-        warmup, total, thin = self.settings.warmup, self.settings.warmup + self.settings.draws, self.settings.thin
+        warmup, total, thin = self.settings.warmup, self.total, self.settings.thin
         todo = min(self.next_size, total - self.progress.iteration)
         started = time.perf_counter()
         state, (out, raw) = self.program.run_block(self.state, self.data, todo)
@@ -147,17 +192,19 @@ class Chain:
         kept = (iteration >= warmup) & ((iteration - warmup) % thin == 0)
         draws = {k: v[:todo][kept] for k, v in out.items()}
         stats = _stats(raw, todo, kept)
-        gradients = int(raw["n_steps"][:todo].sum())
+        steps = raw["n_steps"][:todo]
+        gradients = int(steps.sum())
         in_warmup = int((iteration < warmup).sum())
         done = int(iteration[-1]) + 1
-        phase = "done" if done >= total else ("warmup" if done < warmup else "sampling")
-        progress = Progress(self.chain, phase, done, total, self.progress.divergences + int(stats["diverging"].sum()),
-                            float(raw["step_size"][todo - 1]), block_warmup=in_warmup,
-                            block_sampling=todo - in_warmup, block_gradients=gradients)
+        before = self.progress
+        progress = Progress(self.chain, _phase(done, warmup, total), done, total,
+                            before.divergences + int(stats["diverging"].sum()), float(raw["step_size"][todo - 1]),
+                            block_warmup=in_warmup, block_sampling=todo - in_warmup, block_gradients=gradients,
+                            gradients=before.gradients + gradients,
+                            warmup_gradients=before.warmup_gradients + int(steps[iteration < warmup].sum()))
         if self.store is not None:
-            meta = {"job": self.fingerprint, "chain": self.chain, "iteration": done,
-                    "progress": dataclasses.asdict(progress)}
-            self.store.save(len(self.restored) + len(self.blocks), arrays, draws, stats, meta)
+            self.store.save(len(self.restored) + len(self.blocks), arrays, draws, stats,
+                            _meta(self.fingerprint, self.chain, progress))
         block = Block(draws=draws, stats=stats, progress=progress)
         self.state, self.progress = state, progress
         self.blocks.append(block)
@@ -168,13 +215,37 @@ class Chain:
         return block
 
     def result(self) -> ChainDraws:
-        """All kept draws and stats so far (restored and run), concatenated."""
+        """The kept draws and stats up to `total` (restored and run), concatenated; a chain restored from a
+        longer run gives the first ones only, as if it had stopped there."""
         blocks = [*self.restored, *self.blocks]
+        n = self.settings.kept(self.total - self.settings.warmup)
         return ChainDraws(
-            draws={k: np.concatenate([b.draws[k] for b in blocks]) for k in self.program.outputs.values()},
-            stats={k: np.concatenate([b.stats[k] for b in blocks]) for k in STAT_NAMES},
+            draws={k: np.concatenate([b.draws[k] for b in blocks])[:n] for k in self.program.outputs.values()},
+            stats={k: np.concatenate([b.stats[k] for b in blocks])[:n] for k in STAT_NAMES},
             gradient_evaluations=self.gradient_evaluations,
         )
+
+    def snapshot(self) -> ChainSnapshot:
+        """State, progress and every kept draw so far: what continues this chain on another machine."""
+        blocks = [*self.restored, *self.blocks]
+        return ChainSnapshot(
+            state=self.state.to_arrays(), progress=self.progress,
+            draws={k: np.concatenate([b.draws[k] for b in blocks]) for k in self.program.outputs.values()},
+            stats={k: np.concatenate([b.stats[k] for b in blocks]) for k in STAT_NAMES})
+
+
+def _phase(done: int, warmup: int, total: int) -> str:
+    return "done" if done >= total else ("warmup" if done < warmup else "sampling")
+
+
+def _towards(progress: Progress, warmup: int, total: int) -> Progress:
+    """`progress` of a chain now running to `total` iterations."""
+    return dataclasses.replace(progress, of=total, phase=_phase(progress.iteration, warmup, total))
+
+
+def _meta(fingerprint: str, chain: int, progress: Progress) -> dict[str, Any]:
+    return {"job": fingerprint, "chain": chain, "iteration": progress.iteration,
+            "progress": dataclasses.asdict(progress)}
 
 
 def _restore(resumed: Resumed, shapes: SamplerState, store: ChainStore,

@@ -114,6 +114,11 @@ class ChainStore:
         arrays["meta"] = np.asarray(json.dumps({**meta, "format": FORMAT, "block": block}))
         write_atomic(self.dir / f"block-{block:06d}.npz", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
+    def clear(self) -> None:
+        """Remove every block file (the chain continues from a newer snapshot kept elsewhere)."""
+        for path in self.blocks():
+            path.unlink()
+
     def blocks(self) -> list[Path]:
         return sorted(p for p in self.dir.iterdir() if _BLOCK_RE.match(p.name))
 

@@ -14,18 +14,21 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from service import until
 from service.language.ir import Model
 from service.sampler import SamplerSettings
-from workers.chain import Block, Chain, ChainDraws, Progress, chain_key, job_fingerprint
+from service.until import Round
+from workers.chain import Block, Chain, ChainDraws, ChainSnapshot, Progress, chain_key, job_fingerprint
 from workers.checkpoint import ChainStore, claim_directory
 from workers.program import STAT_NAMES, Program, program_for
+from workers.state import WarmStart
 from workers.stop import event_policy, run
 
 __all__ = ["STAT_NAMES", "BlockFn", "ChainDraws", "Engine", "Fit", "Program", "Progress", "ProgressFn",
@@ -49,6 +52,15 @@ class Fit:
     stats: dict[str, np.ndarray]
     timings: dict[str, float] = field(default_factory=dict)
     gradient_evaluations: int = 0
+    """Gradient evaluations run by this call (restored blocks not counted)."""
+    warmup_gradients: int = 0
+    """Gradient evaluations of the chains' warmups, restored blocks included."""
+    rounds: list[Round] = field(default_factory=list)
+    """The decisions of `until`, one per round (empty without it)."""
+    stopped: str | None = None
+    """Why sampling stopped, with `until`."""
+    states: list[dict[str, np.ndarray]] = field(default_factory=list)
+    """Each chain's final sampler state (`SamplerState.to_arrays()`): what a warm start or an extension needs."""
 
 
 @dataclass(kw_only=True)
@@ -60,10 +72,13 @@ class Engine:
     threads: int = 0
 
     def open_chain(self, model: Model, settings: SamplerSettings, *, seed: int, chain: int,
-                   store: ChainStore | None = None, fingerprint: str = "") -> Chain:
-        """Chain `chain` of a job, fresh or resumed from `store`."""
+                   store: ChainStore | None = None, fingerprint: str = "", draws: int | None = None,
+                   base: ChainSnapshot | None = None, warm: WarmStart | None = None) -> Chain:
+        """Chain `chain` of a job, fresh (at `warm` if given) or resumed from `store` or `base`, to run to
+        `draws` (default settings.draws)."""
         return Chain.open(model, settings, seed=seed, chain=chain, store=store, fingerprint=fingerprint,
-                          block_seconds=self.block_seconds, max_block=self.max_block)
+                          block_seconds=self.block_seconds, max_block=self.max_block, draws=draws, base=base,
+                          warm=warm)
 
     def run_chain(
         self,
@@ -100,8 +115,11 @@ class Engine:
         checkpoint_dir: Path | None = None,
         progress: ProgressFn | None = None,
         stop: threading.Event | None = None,
+        warm: Sequence[WarmStart] | None = None,
     ) -> Fit:
-        """Run every chain of a job, several at once on the CPU cores, resuming from checkpoints."""
+        """Run every chain of a job, several at once on the CPU cores, resuming from checkpoints; with
+        `settings.until`, in rounds, each ended by one decision from the draws so far. `warm`: chain c starts
+        at warm[c % len(warm)] (a warm start)."""
         started = time.perf_counter()
         seed = settings.seed
         fingerprint = ""
@@ -114,23 +132,48 @@ class Engine:
         elif seed is None:
             seed = secrets.randbelow(2**32)
         threads = self.threads or os.cpu_count() or 1
+        targets = until.targets(settings)
 
-        def one(chain: int) -> ChainDraws:
-            store = ChainStore(checkpoint_dir, chain) if checkpoint_dir is not None else None
-            return self.run_chain(model, settings, seed=seed, chain=chain, store=store, fingerprint=fingerprint,
-                                  progress=progress, stop=stop)
+        def open_one(c: int) -> Chain:
+            store = ChainStore(checkpoint_dir, c) if checkpoint_dir is not None else None
+            return self.open_chain(model, settings, seed=seed, chain=c, store=store, fingerprint=fingerprint,
+                                   draws=targets[0], warm=warm[c % len(warm)] if warm else None)
 
+        def each(block: Block) -> None:
+            if progress is not None:
+                progress(block.progress)
+
+        def advance(chain: Chain, draws: int) -> ChainDraws:
+            chain.extend_to(draws)
+            return run(chain, event_policy(stop) if stop is not None else None, on_block=each)
+
+        rounds: list[Round] = []
         with ThreadPoolExecutor(max_workers=min(threads, settings.chains)) as pool:
-            chains = list(pool.map(one, range(settings.chains)))
+            opened = list(pool.map(open_one, range(settings.chains)))
+            for draws in targets:
+                results = list(pool.map(advance, opened, [draws] * len(opened)))
+                if settings.until is None:
+                    break
+                rounds.append(until.decide(settings.until, _stacked(results), per_chain=draws))
+                if rounds[-1].stop:
+                    break
         return Fit(
             model=model,
             settings=settings,
             seed=seed,
-            draws={k: np.stack([c.draws[k] for c in chains]) for k in chains[0].draws},
-            stats={k: np.stack([c.stats[k] for c in chains]) for k in STAT_NAMES},
+            draws=_stacked(results),
+            stats={k: np.stack([c.stats[k] for c in results]) for k in STAT_NAMES},
             timings={"wall": time.perf_counter() - started},
-            gradient_evaluations=sum(c.gradient_evaluations for c in chains),
+            gradient_evaluations=sum(c.gradient_evaluations for c in results),
+            warmup_gradients=sum(c.progress.warmup_gradients for c in opened),
+            rounds=rounds,
+            stopped=until.explain(rounds[-1], settings.until) if rounds and settings.until else None,
+            states=[c.state.to_arrays() for c in opened],
         )
+
+
+def _stacked(chains: list[ChainDraws]) -> dict[str, np.ndarray]:
+    return {k: np.stack([c.draws[k] for c in chains]) for k in chains[0].draws}
 
 
 def _stored_seed(checkpoint_dir: Path) -> int | None:

@@ -27,7 +27,7 @@ from service.exceptions import InitializationError
 from service.language.ir import Model
 from service.sampler import Role, SamplerSettings
 from workers.lower import lower
-from workers.state import SamplerState
+from workers.state import SamplerState, WarmStart
 
 STAT_NAMES = ("diverging", "n_steps", "tree_depth", "step_size", "energy", "lp", "acceptance_rate")
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
@@ -69,6 +69,7 @@ class Program:
         self._compiled = False
         self._kernels: Any = None  # (sample_kernel, postprocess_fn_gen, unravel), built by the first init
         self._init: Any = None
+        self._warm: Any = None
 
     def init(self, key: jax.Array, data: dict[str, jax.Array]) -> SamplerState:
         """Initial state of a chain (jitted after the first), with strong dtypes like a restored state."""
@@ -78,6 +79,27 @@ class Program:
         if not bool(valid):
             raise InitializationError(NO_VALID_START)
         # through numpy: weakly typed scalars become strong, so fresh and restored states share one compiled block
+        return SamplerState.from_numpyro(state).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
+
+    def warm_init(self, key: jax.Array, data: dict[str, jax.Array], start: WarmStart) -> SamplerState:
+        """Initial state at an earlier chain's final position, step size and inverse mass matrix; warmup (if any)
+        adapts on from them. InitializationError if the start does not fit this model or its density is not
+        finite there."""
+        key_state, key_init = jax.random.split(key)
+        self._ensure_built(key_init, data)
+        shapes = jax.eval_shape(self._init, key_init, key_state, data)[0]
+        wanted = {"position": shapes.z, "inverse_mass_matrix": shapes.adapt_state.inverse_mass_matrix}
+        for name, want in wanted.items():
+            got = np.shape(getattr(start, name))
+            if got != want.shape:
+                raise InitializationError(f"warm start: {name} has shape {list(got)}, this model needs "
+                                          f"{list(want.shape)}")
+        state, valid = self._warm(key_state, data, jnp.asarray(start.position, shapes.z.dtype),
+                                  jnp.asarray(start.step_size, shapes.adapt_state.step_size.dtype),
+                                  jnp.asarray(start.inverse_mass_matrix, wanted["inverse_mass_matrix"].dtype))
+        if not bool(valid):
+            raise InitializationError("warm start: the log density (or its gradient) is not finite at the earlier "
+                                      "job's final position with this data")
         return SamplerState.from_numpyro(state).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
 
     def state_shapes(self, key: jax.Array, data: dict[str, jax.Array]) -> SamplerState:
@@ -140,7 +162,24 @@ class Program:
             valid = jnp.isfinite(start.potential_energy) & jnp.all(jnp.isfinite(grad))
             return state, valid
 
+        def warm(key_state: jax.Array, data: dict[str, jax.Array], z: jax.Array, step_size: jax.Array,
+                 inverse_mass_matrix: jax.Array) -> Any:
+            potential, grad = jax.value_and_grad(flat_potential(data))(z)
+            state = init_kernel(
+                ParamInfo(z, potential, grad),
+                num_warmup=settings.warmup,
+                step_size=step_size,
+                inverse_mass_matrix=inverse_mass_matrix,
+                dense_mass=settings.dense_mass,
+                target_accept_prob=settings.target_accept,
+                max_tree_depth=settings.max_tree_depth,
+                model_args=(data,),
+                rng_key=key_state,
+            )
+            return state, jnp.isfinite(potential) & jnp.all(jnp.isfinite(grad))
+
         self._init = jax.jit(init)
+        self._warm = jax.jit(warm)
         self._kernels = (sample_kernel, postprocess_gen, unravel)
 
     def _block(self, state: Any, data: dict[str, jax.Array], n: jax.Array) -> tuple[Any, Any]:

@@ -12,6 +12,7 @@ remembered from an earlier run.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
@@ -188,6 +189,25 @@ class SamplerState(NamedTuple):
             raise CheckpointMismatchError("sampler state does not match the model: " + "; ".join(problems))
         return jax.tree_util.tree_map_with_path(  # type: ignore[no-any-return]
             lambda path, _: jnp.asarray(arrays[field_path(path)]), like)
+
+
+@dataclass(frozen=True)
+class WarmStart:
+    """Where an earlier chain ended: what a warm start takes from its final sampler state."""
+
+    position: np.ndarray
+    step_size: np.ndarray
+    inverse_mass_matrix: np.ndarray
+
+    @classmethod
+    def of(cls, arrays: Mapping[str, np.ndarray]) -> WarmStart:
+        """From a stored state (`SamplerState.to_arrays()` names)."""
+        try:
+            return cls(position=np.asarray(arrays["position"]),
+                       step_size=np.asarray(arrays["adapt_state/step_size"]),
+                       inverse_mass_matrix=np.asarray(arrays["adapt_state/inverse_mass_matrix"]))
+        except KeyError as exc:
+            raise CheckpointMismatchError(f"warm start: the stored state has no {exc.args[0]}") from None
 
 
 def field_path(path: tuple[Any, ...]) -> str:

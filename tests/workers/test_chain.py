@@ -14,7 +14,8 @@ pytestmark = pytest.mark.usefixtures("jax_ready")
 BASE = SamplerSettings(warmup=100, draws=50)
 OTHER_VALUE: dict[str, Any] = {
     "chains": 2, "seed": 4, "warmup": 101, "draws": 51, "thin": 2, "target_accept": 0.9, "max_tree_depth": 8,
-    "dense_mass": True, "init": "median", "keep": ["tau"],
+    "dense_mass": True, "init": "median", "keep": ["tau"], "until": {"max_draws": 100},
+    "warm_start": {"job": "j" + "0" * 24},
 }
 """A value other than BASE's for every setting."""
 
@@ -35,7 +36,8 @@ def test_compiled_settings_key_the_program_and_draw_settings_the_fingerprint(
     assert (program_for(model, other, max_block=50) is program_for(model, BASE, max_block=50)) is not compiled
     changes_draws = name in SamplerSettings.fields(Role.COMPILED, Role.DRAWS)
     assert (job_fingerprint(model, other, 1) != job_fingerprint(model, BASE, 1)) is changes_draws
-    assert changes_draws is (name not in {"chains", "seed"})
+    # how many chains, the seed (named on its own) and how long chains run leave a chain's sequence alone
+    assert changes_draws is (name not in {"chains", "seed", "draws", "until"})
 
 
 def test_max_block_keys_the_program(eight_schools: dict[str, Any]) -> None:
