@@ -166,6 +166,11 @@ class Client:
     def delete(self, job_id: str) -> None:
         self._call("DELETE", f"/v1/jobs/{job_id}")
 
+    def extend(self, job_id: str, draws: int) -> dict[str, Any]:
+        """Continue a succeeded job's chains for `draws` more draws each (the Job, running again)."""
+        result: dict[str, Any] = self._call("POST", f"/v1/jobs/{job_id}/extend", json={"draws": draws}).json()
+        return result
+
     def summary(self, job_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call("GET", f"/v1/jobs/{job_id}/summary").json()
         return result
@@ -457,6 +462,14 @@ class JobHandle:
             job.cancel()["state"]   # "cancelled"
         """
         return self.client.cancel(self.id)
+
+    def extend(self, draws: int) -> dict[str, Any]:
+        """Continue the chains for `draws` more draws each; `wait()` again for the longer result, which equals a
+        job that asked for the draws from the start, bit for bit.
+
+            job.extend(1000); job.wait()
+        """
+        return self.client.extend(self.id, draws)
 
     def delete(self) -> None:
         """Delete the job and everything stored for it.

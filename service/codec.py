@@ -4,6 +4,7 @@ draws and sample stats as one npz, and replies as text."""
 from __future__ import annotations
 
 import io
+import json
 
 import numpy as np
 
@@ -34,6 +35,21 @@ def unpack_block(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, np.ndarr
     draws = {k: v for k, v in arrays.items() if not k.startswith(STAT_PREFIX)}
     stats = {k[len(STAT_PREFIX):]: v for k, v in arrays.items() if k.startswith(STAT_PREFIX)}
     return draws, stats
+
+
+STATE_PREFIX = "state/"
+
+
+def pack_state(state: dict[str, np.ndarray], meta: dict[str, object]) -> bytes:
+    """A chain's sampler state (by field path) and its metadata (JSON) -> npz bytes."""
+    return pack({**{STATE_PREFIX + k: np.asarray(v) for k, v in state.items()}, "meta": np.asarray(json.dumps(meta))})
+
+
+def unpack_state(blob: bytes) -> tuple[dict[str, np.ndarray], dict[str, object]]:
+    """npz bytes from `pack_state` -> (state, metadata)."""
+    arrays = unpack(blob)
+    meta = json.loads(str(arrays.pop("meta")))
+    return {k[len(STATE_PREFIX):]: v for k, v in arrays.items() if k.startswith(STATE_PREFIX)}, meta
 
 
 def text(value: bytes | str) -> str:

@@ -67,6 +67,19 @@ def chain_draws(job_id: str, chain_index: int) -> str:
     return f"{PREFIX}:draws:{job_id}:{chain_index}"
 
 
+def chain_state(job_id: str, chain_index: int) -> str:
+    """List of chunks (service.jobs.blobs): the chain's full sampler state after its last stored round (npz,
+    service.codec.pack_state), stored with its draws, so that its next round, an extension or a warm start runs
+    on any worker."""
+    return f"{PREFIX}:state:{job_id}:{chain_index}"
+
+
+def job_warm(job_id: str) -> str:
+    """List of chunks: the final states of the job that `sampler.warm_start` names, copied at submit (so the
+    warm start does not depend on that job's retention)."""
+    return f"{PREFIX}:warm:{job_id}"
+
+
 def result(job_id: str) -> str:
     """Hash: the finished job's summary (JSON)."""
     return f"{PREFIX}:result:{job_id}"
@@ -168,9 +181,9 @@ PRIOR_LAST_OUTCOME = f"{PREFIX}:prior-last-outcome"
 def job_keys(job_id: str, chains: int) -> list[str]:
     """Every key of one job (for delete and retention)."""
     keys = [job(job_id), job_model(job_id), result(job_id), assembling(job_id), diagnostics(job_id),
-            diagnostics_due(job_id), *(result_file(job_id, name) for name in RESULT_FILES)]
+            diagnostics_due(job_id), job_warm(job_id), *(result_file(job_id, name) for name in RESULT_FILES)]
     for c in range(chains):
-        keys += [chain(job_id, c), live_blocks(job_id, c), chain_draws(job_id, c)]
+        keys += [chain(job_id, c), live_blocks(job_id, c), chain_draws(job_id, c), chain_state(job_id, c)]
     return keys
 
 

@@ -114,7 +114,16 @@ class SamplerSettings(BaseModel):
 
     def values(self, *roles: Role) -> dict[str, Any]:
         """The settings marked with any of `roles` (lists as tuples, so the result can key a cache)."""
-        return {name: tuple(v) if isinstance(v := getattr(self, name), list) else v for name in self.fields(*roles)}
+        return {name: _hashable(getattr(self, name)) for name in self.fields(*roles)}
+
+
+def _hashable(value: Any) -> Any:
+    """Lists as tuples, nested settings as sorted (name, value) tuples: a cache key and JSON alike."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, BaseModel):
+        return tuple(sorted(value.model_dump().items()))
+    return value
 
 
 def parse_settings(raw: Any, *, path: str = "sampler") -> SamplerSettings:
@@ -165,9 +174,10 @@ def parse_job(doc: Any, *, limits: Limits | None = None) -> tuple[Model, Sampler
 
 def check_cost(model: Model, settings: SamplerSettings, limits: Limits, *, in_job: bool = True) -> list[Problem]:
     """Memory per evaluation and size of results over `limits` (service/language/cost.py); model paths as in a
-    job document (`model.define.c`) unless `in_job` is false; results at `sampler.draws`. Call it again whenever
-    settings change after parse_job (CLI overrides, extending a job's draws)."""
-    found = cost.check(model, chains=settings.chains, draws=settings.draws, thin=settings.thin, keep=settings.keep,
+    job document (`model.define.c`) unless `in_job` is false; results at the most draws the job may run to
+    (`until.max_draws`, else `draws`). Call it again whenever settings change after parse_job (CLI overrides,
+    extending a job's draws)."""
+    found = cost.check(model, chains=settings.chains, draws=settings.most_draws, thin=settings.thin, keep=settings.keep,
                        limits=limits)
     return [p if p.path.startswith("sampler") or not in_job else _in_model([p])[0] for p in found]
 

@@ -21,6 +21,14 @@ class JobCreate(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
 
 
+class JobExtend(BaseModel):
+    """POST /v1/jobs/{id}/extend: draws to add to each chain of a succeeded job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    draws: int = Field(ge=1, le=200_000, description="More draws per chain (iterations, as `sampler.draws`).")
+
+
 class ChainPublic(BaseModel):
     """One chain's progress as the API shows it (service.jobs.record.ChainProgress)."""
 
@@ -34,6 +42,8 @@ class ChainPublic(BaseModel):
     step_size: float | None
     worker: str | None
     attempts: int
+    gradients: int = Field(0, description="Gradient evaluations of the chain as last stored, warmup included.")
+    warmup_gradients: int = Field(0, description="... of its warmup.")
 
 
 class Diagnostics(BaseModel):
@@ -65,6 +75,9 @@ class JobPublic(BaseModel):
     priors: list[dict[str, Any]] = Field(default_factory=list, description="The prior versions `priors_from` "
                                          "resolved to when the job was accepted: prior, version, params.")
     refit: dict[str, Any] | None = Field(None, description="Set on a prior's refit: prior, dataset and version.")
+    sampling: dict[str, Any] = Field(default_factory=dict, description="How far the chains run: warmup, "
+                                     "draws_per_chain (now), until and its rounds, why sampling stopped, extensions, "
+                                     "warm_start, gradient evaluations so far.")
 
 
 class JobList(BaseModel):

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 
-from service.live import convergence
 from service.sampler import SamplerSettings, Until
 
 
@@ -62,6 +61,8 @@ def targets(settings: SamplerSettings) -> list[int]:
 
 def decide(until: Until, draws: dict[str, np.ndarray], *, per_chain: int) -> Round:
     """The decision after `per_chain` draws per chain; `draws` are the stored (kept) draws, (chain, draw, ...)."""
+    from service.live import convergence  # service.live imports the records that hold Rounds
+
     figures = convergence(draws)
     rhat, bulk, tail = figures["max_rhat"], figures["min_ess_bulk"], figures["min_ess_tail"]
     converged = (rhat is None or rhat < until.rhat) and (bulk is None or bulk >= until.ess_bulk) \

@@ -17,6 +17,7 @@ and the job timeout stop a chain at its next block boundary.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import signal
@@ -32,16 +33,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from service import keys, metrics
-from service.codec import pack_block
+from service.codec import pack_block, pack_state, unpack, unpack_block, unpack_state
 from service.config import Settings
 from service.connect import redis_client
 from service.exceptions import InitializationError
+from service.jobs import blobs
 from service.jobs.chains import ChainWriter
 from service.jobs.record import ChainPhase, JobRecord, JobState
 from service.jobs.store import JobStore
 from service.queue import ChainQueue, Task
-from workers.chain import Block, Chain, ChainDraws, job_fingerprint
+from workers.chain import Block, Chain, ChainSnapshot, Progress, job_fingerprint
 from workers.checkpoint import ChainStore, claim_directory
+from workers.state import WarmStart
 from workers.stop import Stopped, StopReason, run
 
 log = logging.getLogger("chainyard.worker")
@@ -163,7 +166,7 @@ class Worker:
         self.store.mark_running(job_id)
         try:
             with self._claimed(task):
-                draws = self._sample(task, record)
+                ran = self._sample(task, record)
         except Stopped as stop:
             self._stopped(task, stop.reason)
             return
@@ -180,15 +183,20 @@ class Worker:
             self.shutdown.wait(RETRY_PAUSE_SECONDS)
             return
         # the job's last chain is assembled before its task is acknowledged: a worker that dies meanwhile
-        # leaves the task pending, and whoever takes it (or the sweep) assembles the job
-        divergences = int(draws.stats["diverging"].sum())
-        if self.chains.save(job_id, chain, pack_block(draws.draws, draws.stats), chains=record.chains,
-                            iterations=record.iterations, divergences=divergences):
+        # leaves the task pending, and whoever takes it (or the sweep) assembles the job (or starts its next
+        # round); the chain's state goes with its draws, so any worker can continue it
+        draws, progress = ran.result(), ran.progress
+        state = pack_state(ran.state.to_arrays(), {"progress": dataclasses.asdict(progress)})
+        if self.chains.save(job_id, task.chain, pack_block(draws.draws, draws.stats), state, chains=record.chains,
+                            iterations=progress.iteration, divergences=int(draws.stats["diverging"].sum()),
+                            gradients=progress.gradients, warmup_gradients=progress.warmup_gradients):
             self.store.assemble(job_id)
         self._done(task)
 
-    def _sample(self, task: Task, record: JobRecord) -> ChainDraws:
-        """Open the chain (from its checkpoint if this worker ran it before) and run it under the job's policy."""
+    def _sample(self, task: Task, record: JobRecord) -> Chain:
+        """Open the chain (from its checkpoint if this worker ran it before, from the state stored with the job
+        after its last round, or fresh, warm-started if the job asks) and run it to the job's current draws
+        under the job's policy."""
         pinned = self.store.pinned(task.job_id)
         if pinned is None:
             raise Stopped(StopReason.DELETED, "the job was deleted")
@@ -196,9 +204,11 @@ class Worker:
         fingerprint = job_fingerprint(model, settings, record.seed)
         root = self.data_dir / "jobs" / task.job_id
         claim_directory(root, {"job": fingerprint, "seed": record.seed})
+        base = self._stored(task)
+        warm = self._warm_start(task) if base is None and settings.warm_start is not None else None
         chain = Chain.open(model, settings, seed=record.seed, chain=task.chain, store=ChainStore(root, task.chain),
                            fingerprint=fingerprint, block_seconds=self.settings.block_seconds,
-                           max_block=self.settings.max_block)
+                           max_block=self.settings.max_block, draws=record.draws, base=base, warm=warm)
         self.chains.reset_live(task.job_id, task.chain, [pack_block(b.draws, b.stats) for b in chain.restored])
         policy = JobStop(deadline=record.deadline, shutdown=self.shutdown)
 
@@ -212,7 +222,28 @@ class Worker:
             metrics.GRADIENT_EVALUATIONS.inc(p.block_gradients)
             self._refresh.request(task.job_id)
 
-        return run(chain, policy, on_block=report)
+        run(chain, policy, on_block=report)
+        return chain
+
+    def _stored(self, task: Task) -> ChainSnapshot | None:
+        """The chain as stored with the job after its last round (None before its first round ended)."""
+        stored = self.chains.stored(task.job_id, task.chain)
+        if stored is None:
+            return None
+        draws, stats = unpack_block(stored[0])
+        state, meta = unpack_state(stored[1])
+        return ChainSnapshot(state=state, progress=Progress(**meta["progress"]), draws=draws, stats=stats)  # type: ignore[arg-type]
+
+    def _warm_start(self, task: Task) -> WarmStart:
+        """Where the job's warm start begins chain `task.chain`: chain c of the earlier job's c mod its chains,
+        as copied with the job at submit."""
+        arrays = unpack(blobs.read(self.r, keys.job_warm(task.job_id)) or b"")
+        if not arrays:
+            raise InitializationError("warm start: the earlier job's states were not stored with this job")
+        chains = int(arrays["chains"])
+        source = task.chain % chains
+        prefix = f"{source}/"
+        return WarmStart.of({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
 
     def _stopped(self, task: Task, reason: StopReason) -> None:
         if reason is StopReason.SHUTDOWN:

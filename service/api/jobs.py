@@ -18,8 +18,8 @@ from service.api.deps import Store, Tenant
 from service.codec import unpack
 from service.exceptions import NotFoundError, Problem, SpecError
 from service.jobs.record import ChainProgress, JobRecord, JobState
-from service.jobs.store import JobStore
-from service.schemas import ChainPublic, Diagnostics, ErrorResponse, JobCreate, JobList, JobPublic
+from service.jobs.store import JobStore, sampling
+from service.schemas import ChainPublic, Diagnostics, ErrorResponse, JobCreate, JobExtend, JobList, JobPublic
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (401, 404, 409, 413, 422, 429)}
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
@@ -32,7 +32,7 @@ def public(record: JobRecord, chains: list[ChainProgress], diagnostics: Diagnost
         started_at=record.started_at, finished_at=record.finished_at, seed=record.seed,
         sampler=record.sampler.model_dump(), chains=[ChainPublic(**_chain_fields(c)) for c in chains],
         diagnostics=diagnostics, error=record.error, priors=[{**asdict(p), "ref": p.ref} for p in record.priors],
-        refit=_refit(record),
+        refit=_refit(record), sampling=sampling(record, chains),
     )
 
 
@@ -47,6 +47,7 @@ def _refit(record: JobRecord) -> dict[str, Any] | None:
 def _chain_fields(chain: ChainProgress) -> dict[str, Any]:
     fields = asdict(chain)
     fields.pop("error")  # a retried attempt's error is the operator's; the job's error says why it failed
+    fields.pop("stored")
     return fields
 
 
@@ -83,6 +84,14 @@ def get_job(job_id: str, store: Store, tenant: Tenant) -> JobPublic:
 def cancel(job_id: str, store: Store, tenant: Tenant) -> JobPublic:
     """Stops every chain at its next block boundary."""
     record = store.cancel(tenant, job_id)
+    return public(record, store.chains(record))
+
+
+@router.post("/{job_id}/extend", status_code=202, response_model=JobPublic)
+def extend(job_id: str, body: JobExtend, store: Store, tenant: Tenant) -> JobPublic:
+    """Continue a succeeded job's chains for `draws` more draws each; it runs again and succeeds with the
+    draws of a job that had asked for the longer run from the start, bit for bit (same id, same warmup)."""
+    record = store.extend(tenant, job_id, body.draws)
     return public(record, store.chains(record))
 
 

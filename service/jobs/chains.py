@@ -52,22 +52,33 @@ return state
 
 _SAVE = _KEEP_TTL + """
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[5])
+  redis.call('DEL', KEYS[5], KEYS[7])
   return 0
 end
-redis.call('RENAME', KEYS[5], KEYS[3])
-redis.call('PERSIST', KEYS[3])
-redis.call('HSET', KEYS[2], 'phase', ARGV[1], 'iteration', ARGV[2], 'of', ARGV[2], 'divergences', ARGV[3])
-keep_ttl(KEYS[2], KEYS[3])
-for i = 6, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then return 1 end
+local stored = tonumber(redis.call('HGET', KEYS[2], 'stored') or '0')
+if stored <= tonumber(ARGV[2]) then
+  redis.call('RENAME', KEYS[5], KEYS[3])
+  redis.call('RENAME', KEYS[7], KEYS[6])
+  redis.call('PERSIST', KEYS[3])
+  redis.call('PERSIST', KEYS[6])
+  redis.call('HSET', KEYS[2], 'phase', ARGV[1], 'iteration', ARGV[2], 'of', ARGV[2], 'divergences', ARGV[3],
+             'stored', ARGV[2], 'gradients', ARGV[6], 'warmup_gradients', ARGV[7])
+  keep_ttl(KEYS[2], KEYS[3], KEYS[6])
+else
+  redis.call('DEL', KEYS[5], KEYS[7])
+end
+for i = 8, #KEYS do
+  if redis.call('HGET', KEYS[i], 'phase') ~= 'done' or redis.call('HGET', KEYS[i], 'stored') ~= ARGV[2] then
+    return 1
+  end
 end
 if redis.call('HGET', KEYS[1], 'state') == 'running' then redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[5]) end
 return 2
 """
-"""Move a chain's staged draws onto its key and store its final progress (which also repairs progress writes
-lost in a Redis outage); 2 when every chain of the job is now stored (the job is then due for assembly), 1
-otherwise, 0 if the job is gone (the staged draws are dropped)."""
+"""Move a chain's staged draws and state onto their keys and store its final progress (which also repairs
+progress writes lost in a Redis outage), unless draws of more iterations are stored already (a stale task of
+an earlier round: they stay); 2 when every chain of the job is done at these iterations (the job is then due
+for assembly), 1 otherwise, 0 if the job is gone (the staged values are dropped)."""
 
 _FIELDS = _KEEP_TTL + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -100,15 +111,27 @@ class ChainWriter:
                             blob, phase.value, iteration, of, divergences, repr(step_size))
         return JobState(text(state)) if state else None
 
-    def save(self, job_id: str, chain: int, blob: bytes, *, chains: int, iterations: int, divergences: int) -> bool:
-        """Store a finished chain's draws (in chunks) and final progress, before its task is acknowledged; True
-        when all `chains` of the job are stored (it is then due for assembly). Nothing stays if the job is gone."""
+    def save(self, job_id: str, chain: int, blob: bytes, state: bytes, *, chains: int, iterations: int,
+             divergences: int, gradients: int = 0, warmup_gradients: int = 0) -> bool:
+        """Store a chain's draws (in chunks), its sampler state (`codec.pack_state`) and final progress after a
+        round, before its task is acknowledged; True when all `chains` of the job are stored at `iterations`
+        (it is then due for assembly). Nothing stays if the job is gone."""
         staging = blobs.stage(self.r, keys.chain_draws(job_id, chain), blob, chunk_bytes=self.chunk_bytes)
-        every = [keys.chain_draws(job_id, c) for c in range(chains)]
-        done = self.r.eval(_SAVE, 5 + chains, keys.job(job_id), keys.chain(job_id, chain),
-                           keys.chain_draws(job_id, chain), keys.ASSEMBLY_DUE, staging, *every,
-                           ChainPhase.DONE.value, iterations, divergences, repr(time.time()), job_id)
+        state_staging = blobs.stage(self.r, keys.chain_state(job_id, chain), state, chunk_bytes=self.chunk_bytes)
+        every = [keys.chain(job_id, c) for c in range(chains)]
+        done = self.r.eval(_SAVE, 7 + chains, keys.job(job_id), keys.chain(job_id, chain),
+                           keys.chain_draws(job_id, chain), keys.ASSEMBLY_DUE, staging,
+                           keys.chain_state(job_id, chain), state_staging, *every,
+                           ChainPhase.DONE.value, iterations, divergences, repr(time.time()), job_id, gradients,
+                           warmup_gradients)
         return int(done) == 2
+
+    def stored(self, job_id: str, chain: int) -> tuple[bytes, bytes] | None:
+        """A chain's stored draws and state (what its next round or an extension continues); None if either
+        is missing."""
+        draws = blobs.read(self.r, keys.chain_draws(job_id, chain))
+        state = blobs.read(self.r, keys.chain_state(job_id, chain))
+        return (draws, state) if draws is not None and state is not None else None
 
     def record_error(self, job_id: str, chain: int, error: str) -> None:
         """An attempt failed and will be retried: keep its error for the job's failure message."""

@@ -12,6 +12,7 @@ from typing import Any
 from service.codec import text
 from service.priors.refs import PriorPin, RefitOf, pins_from_json, pins_to_json, refit_from_json, refit_to_json
 from service.sampler import SamplerSettings
+from service.until import Round
 
 
 class JobState(StrEnum):
@@ -73,6 +74,15 @@ class JobRecord:
     moves)."""
     refit: RefitOf | None = None
     """Set on a prior's refit job: assembly applies the gate and publishes from it."""
+    draws_target: int | None = None
+    """Draws per chain the chains run to now: the current round's end with `until`, the extended length after
+    an extension; None: `sampler.draws`."""
+    rounds: tuple[Round, ...] = ()
+    """The decisions of `until` so far, one per finished round."""
+    stopped: str | None = None
+    """Why sampling stopped (`until`), once it has."""
+    extensions: tuple[dict[str, Any], ...] = ()
+    """Each extension: {draws (added), from, to, at}."""
 
     @property
     def seed(self) -> int:
@@ -84,9 +94,14 @@ class JobRecord:
         return self.sampler.chains
 
     @property
+    def draws(self) -> int:
+        """Draws per chain (iterations after warmup) the chains run to now."""
+        return self.draws_target if self.draws_target is not None else self.sampler.draws
+
+    @property
     def iterations(self) -> int:
-        """Iterations of each chain, warmup included."""
-        return self.sampler.warmup + self.sampler.draws
+        """Iterations of each chain the chains run to now, warmup included."""
+        return self.sampler.warmup + self.draws
 
     @property
     def model_label(self) -> str:
@@ -116,6 +131,20 @@ class JobRecord:
             out["priors"] = pins_to_json(self.priors)
         if self.refit is not None:
             out["refit"] = refit_to_json(self.refit)
+        out.update(self.sampling_fields())
+        return out
+
+    def sampling_fields(self) -> dict[str, str]:
+        """The hash fields of how far the chains run (rewritten by a new round and an extension)."""
+        out = {}
+        if self.draws_target is not None:
+            out["draws_target"] = str(self.draws_target)
+        if self.rounds:
+            out["rounds"] = json.dumps([r.to_json() for r in self.rounds])
+        if self.stopped:
+            out["stopped"] = self.stopped
+        if self.extensions:
+            out["extensions"] = json.dumps(list(self.extensions))
         return out
 
     @classmethod
@@ -138,6 +167,10 @@ class JobRecord:
             error=h.get("error") or None,
             priors=pins_from_json(h.get("priors")),
             refit=refit_from_json(h.get("refit")),
+            draws_target=int(h["draws_target"]) if h.get("draws_target") else None,
+            rounds=tuple(Round.from_json(r) for r in json.loads(h.get("rounds") or "[]")),
+            stopped=h.get("stopped") or None,
+            extensions=tuple(json.loads(h.get("extensions") or "[]")),
         )
 
 
@@ -160,6 +193,12 @@ class ChainProgress:
     """Times a worker started (or resumed) it; over Settings.max_attempts fails the job."""
     error: str | None = None
     """The last error of an attempt that failed."""
+    stored: int = 0
+    """Iterations of the draws and state stored with the job (0: none yet)."""
+    gradients: int = 0
+    """Gradient evaluations of the stored chain, warmup included."""
+    warmup_gradients: int = 0
+    """Gradient evaluations of its warmup."""
 
     def to_hash(self) -> dict[str, str | int | float]:
         out: dict[str, str | int | float] = {"phase": self.phase.value, "iteration": self.iteration, "of": self.of,
@@ -186,6 +225,9 @@ class ChainProgress:
             worker=h.get("worker") or None,
             attempts=int(h.get("attempts") or 0),
             error=h.get("error") or None,
+            stored=int(h.get("stored") or 0),
+            gradients=int(h.get("gradients") or 0),
+            warmup_gradients=int(h.get("warmup_gradients") or 0),
         )
 
 

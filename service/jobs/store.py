@@ -13,28 +13,30 @@ import logging
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+import numpy as np
 from redis import Redis
 from redis.exceptions import WatchError
 
-from service import keys, metrics
-from service.codec import pack, text
+from service import keys, metrics, until
+from service.codec import pack, text, unpack_state
 from service.config import Settings
 from service.exceptions import ConflictError, NotFoundError, Problem, SpecError
 from service.jobs import blobs
 from service.jobs.assemble import Results, assemble, stack_chains
 from service.jobs.pinned import PinnedModel
 from service.jobs.quotas import Quotas, check_queued, count_submission
-from service.jobs.record import ChainProgress, JobRecord, JobState
+from service.jobs.record import ChainPhase, ChainProgress, JobRecord, JobState
 from service.live import LiveDiagnostics
 from service.priors import use
 from service.priors.publish import Publisher
 from service.priors.refs import RefitOf, refit_to_json
 from service.priors.versions import Versions
 from service.queue import ChainQueue
-from service.sampler import parse_job
+from service.sampler import MAX_ITERATIONS, SamplerSettings, check_cost, parse_job
+from service.until import Round
 
 log = logging.getLogger("chainyard.jobs")
 
@@ -82,10 +84,7 @@ class JobStore:
         model, pins = self.resolve_priors(tenant, model)
         validated, settings = parse_job({"model": model, "sampler": sampler, "name": name, "labels": labels},
                                         limits=self.settings.cost_limits())
-        iterations = settings.chains * (settings.warmup + settings.draws)
-        if iterations > self.settings.max_iterations_per_job:
-            raise SpecError([Problem("sampler", f"chains x (warmup + draws) = {iterations} is over this server's "
-                                                f"limit of {self.settings.max_iterations_per_job}")])
+        self._check_iterations(settings, "sampler")
         canonical = json.dumps({"model": model, "sampler": settings.model_dump(), "name": name, "labels": labels,
                                 **({"refit": refit_to_json(refit)} if refit is not None else {})},
                                sort_keys=True, default=str)
@@ -103,6 +102,7 @@ class JobStore:
             structure=validated.structure_key(), created_at=now, deadline=now + self.settings.job_timeout_seconds,
             priors=pins, refit=refit,
         )
+        warm = self._warm_states(tenant, record) if settings.warm_start is not None else None
         existing = self.read(job_id)
         if existing is not None and existing.tenant == tenant and existing.state not in RERUN:
             return existing, False  # an identical seeded request: free, whatever the quotas
@@ -113,6 +113,8 @@ class JobStore:
             existing = self.read(job_id)  # a concurrent identical request created it meanwhile
             if existing is not None and existing.tenant == tenant:
                 return existing, False
+        if warm is not None:  # before the tasks exist: a worker finds it with the job's first chain
+            blobs.write(self.r, job_id, keys.job_warm(job_id), warm, chunk_bytes=self.settings.chunk_bytes)
         pipe = self.r.pipeline()
         pipe.hset(keys.job(job_id), mapping=record.to_hash())
         pipe.set(keys.job_model(job_id), pinned.text)
@@ -125,6 +127,41 @@ class JobStore:
         pipe.execute()
         self.queue.dispatch()
         return record, True
+
+    def _check_iterations(self, settings: SamplerSettings, path: str) -> None:
+        iterations = settings.chains * (settings.warmup + settings.most_draws)
+        if iterations > self.settings.max_iterations_per_job:
+            what = "until.max_draws" if settings.until is not None else "draws"
+            raise SpecError([Problem(path, f"chains x (warmup + {what}) = {iterations} is over this server's "
+                                           f"limit of {self.settings.max_iterations_per_job}")])
+
+    def _warm_states(self, tenant: str, record: JobRecord) -> bytes:
+        """The final chain states of the job `sampler.warm_start` names, checked against the new job, as one
+        blob to copy with it (`keys.job_warm`)."""
+        assert record.sampler.warm_start is not None
+        path = "sampler.warm_start.job"
+        source_id = record.sampler.warm_start.job
+        source = self.read(source_id)
+        if source is None or source.tenant != tenant:
+            raise SpecError([Problem(path, f"no job {source_id}")])
+        if source.state != JobState.SUCCEEDED:
+            raise SpecError([Problem(path, f"job {source_id} is {source.state}; a warm start needs a succeeded job")])
+        if source.structure != record.structure:
+            raise SpecError([Problem(path, f"job {source_id} has another model structure or data shapes; a warm "
+                                           "start needs the same parameters with the same shapes")])
+        if source.sampler.dense_mass != record.sampler.dense_mass:
+            raise SpecError([Problem("sampler.dense_mass", f"job {source_id} ran with dense_mass="
+                                                           f"{str(source.sampler.dense_mass).lower()}; a warm start "
+                                                           "keeps its mass matrix, so it must match")])
+        arrays: dict[str, Any] = {"chains": np.asarray(source.chains)}
+        for c in range(source.chains):
+            value = blobs.read(self.r, keys.chain_state(source_id, c))
+            if value is None:
+                raise SpecError([Problem(path, f"job {source_id}'s chain states are not stored (it ran before "
+                                               "they were kept, or was deleted meanwhile)")])
+            state, _ = unpack_state(value)
+            arrays.update({f"{c}/{k}": v for k, v in state.items()})
+        return pack(arrays)
 
     def resolve_priors(self, tenant: str, model: Any) -> tuple[Any, tuple[Any, ...]]:
         """`priors_from` -> the spec's `fitted_priors` and the pinned versions (problems at `model.…`)."""
@@ -310,8 +347,9 @@ class JobStore:
         record = self.read(job_id)
         if record is None or record.state.terminal:
             return False
-        if not all(self.r.exists(keys.chain_draws(job_id, c)) for c in range(record.chains)):
-            return False
+        chains = self.chains(record)
+        if not all(c.phase == ChainPhase.DONE and c.stored == record.iterations for c in chains):
+            return False  # a chain of this round is not stored yet
         if not self.r.set(keys.assembling(job_id), "1", nx=True, ex=keys.ASSEMBLE_LOCK_SECONDS):
             return False
         try:
@@ -321,11 +359,22 @@ class JobStore:
                                                      "assembling process died; out of memory?)")
                 return False
             pinned = self.pinned(job_id)
-            chains = [blobs.read(self.r, keys.chain_draws(job_id, c)) for c in range(record.chains)]
-            if pinned is None or any(c is None for c in chains):
+            stored = [blobs.read(self.r, keys.chain_draws(job_id, c)) for c in range(record.chains)]
+            if pinned is None or any(c is None for c in stored):
                 return False  # deleted meanwhile
             try:
-                results, netcdf = self._build(record, pinned, [c for c in chains if c is not None])
+                draws, stats = stack_chains([c for c in stored if c is not None])
+                if record.sampler.until is not None and record.stopped is None:
+                    decision = until.decide(record.sampler.until, draws, per_chain=record.draws)
+                    if not decision.stop:
+                        self._next_round(record, decision)
+                        return False
+                    record = replace(record, rounds=(*record.rounds, decision),
+                                     stopped=until.explain(decision, record.sampler.until))
+                    if not self.r.eval(_GUARDED_HSET, 2, keys.job(job_id), keys.job(job_id),
+                                       *[x for kv in record.sampling_fields().items() for x in kv]):
+                        return False
+                results, netcdf = self._build(record, pinned, draws, stats, chains)
             except Exception as exc:  # a result nothing can store must end the job, not kill its workers
                 log.exception("assembling %s failed", job_id)
                 self.finish(job_id, JobState.FAILED, f"assembling the results failed: {type(exc).__name__}: {exc}")
@@ -347,6 +396,99 @@ class JobStore:
         finally:
             self.r.delete(keys.assembling(job_id))
 
+    def _next_round(self, record: JobRecord, decision: Round) -> None:
+        """Queue every chain of an `until` job for its next round, once (a concurrent assembler's WATCH fails)."""
+        draws = until.next_target(record.sampler, record.draws)
+        key = keys.job(record.id)
+        quota = self.quotas.of(record.tenant)
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                state, target = pipe.hmget(key, "state", "draws_target")
+                if state != JobState.RUNNING.value.encode() or (int(target) if target else record.sampler.draws) \
+                        != record.draws:
+                    pipe.unwatch()
+                    return
+                pipe.multi()
+                after = replace(record, draws_target=draws, rounds=(*record.rounds, decision))
+                pipe.hset(key, mapping={**after.sampling_fields(), "assembly_attempts": 0})
+                self._requeue(pipe, after, quota.running_chains)
+                pipe.execute()
+            except WatchError:
+                return
+        self.queue.dispatch()
+        log.info("job %s: %s at %d draws per chain; running to %d", record.id, decision.reason, record.draws, draws)
+
+    def _requeue(self, pipe: Any, record: JobRecord, running_chains: int) -> None:
+        """Inside a MULTI: every chain of `record` queued again to run on to record.iterations."""
+        for c in range(record.chains):
+            # attempts count per round: max_attempts bounds the failures of one round, not the rounds
+            pipe.hset(keys.chain(record.id, c), mapping={"phase": ChainPhase.QUEUED.value, "of": record.iterations,
+                                                         "attempts": 0})
+        pipe.zrem(keys.ASSEMBLY_DUE, record.id)
+        self.queue.limit(pipe, record.tenant, running_chains)
+        self.queue.put(pipe, record.tenant, record.id, record.chains)
+
+    # -- extend -----------------------------------------------------------------------------------
+
+    def extend(self, tenant: str, job_id: str, draws: int) -> JobRecord:
+        """Continue a succeeded job's chains for `draws` more draws each: it runs again and succeeds with draws
+        equal, bit for bit, to a job that asked for them from the start (same id; the extension is recorded)."""
+        record = self.get(tenant, job_id)
+        if record.state != JobState.SUCCEEDED:
+            raise ConflictError(f"job {job_id} is {record.state}; only a succeeded job can be extended")
+        if record.refit is not None:
+            raise ConflictError(f"job {job_id} is a refit of prior {record.refit.prior!r}, which published from "
+                                "its draws; refit the prior instead")
+        if not all(self.r.exists(keys.chain_state(job_id, c)) for c in range(record.chains)):
+            raise ConflictError(f"job {job_id}'s chain states are not stored (it ran before they were kept); "
+                                "submit it again with more draws")
+        total = record.draws + draws
+        longer = record.sampler.model_copy(update={"draws": total, "until": None})
+        if total > MAX_ITERATIONS:
+            raise SpecError([Problem("draws", f"the extended job would run {total} draws per chain; at most "
+                                              f"{MAX_ITERATIONS}")])
+        self._check_iterations(longer, "draws")
+        pinned = self.pinned(job_id)
+        if pinned is None:
+            raise NotFoundError(f"job {job_id} not found")
+        problems = check_cost(pinned.model(), longer, self.settings.cost_limits())
+        if problems:
+            raise SpecError([Problem("draws", p.message) for p in problems])
+        quota = self.quotas.of(tenant)
+        count_submission(self.r, tenant, quota)
+        check_queued(self.queue, tenant, quota, record.chains)
+        key = keys.job(job_id)
+        now = time.time()
+        with self.r.pipeline() as pipe:
+            try:
+                pipe.watch(key)
+                current = JobRecord.from_hash(pipe.hgetall(key))
+                if current.state != JobState.SUCCEEDED or current.draws != record.draws:
+                    raise WatchError
+                after = replace(record, state=JobState.RUNNING, draws_target=total, deadline=now +
+                                self.settings.job_timeout_seconds,
+                                extensions=(*record.extensions, {"draws": draws, "from": record.draws, "to": total,
+                                                                 "at": now}))
+                pipe.multi()
+                pipe.hset(key, mapping={**after.sampling_fields(), "state": JobState.RUNNING.value,
+                                        "deadline": repr(after.deadline), "assembly_attempts": 0})
+                pipe.hdel(key, "finished_at", "error")
+                for k in keys.job_keys(job_id, record.chains):
+                    pipe.persist(k)
+                pipe.delete(keys.result(job_id), keys.diagnostics(job_id), keys.diagnostics_due(job_id),
+                            *(keys.result_file(job_id, name) for name in keys.RESULT_FILES))
+                pipe.zrem(keys.jobs_in_state(JobState.SUCCEEDED), job_id)
+                pipe.zrem(keys.DIAGNOSTICS_INDEX, job_id)
+                pipe.zadd(keys.jobs_in_state(JobState.RUNNING), {job_id: "+inf"})
+                self._requeue(pipe, after, quota.running_chains)
+                pipe.execute()
+            except WatchError:
+                raise ConflictError(f"job {job_id} changed while it was being extended; look at it and try "
+                                    "again") from None
+        self.queue.dispatch()
+        return self.get(tenant, job_id)
+
     def _publish(self, record: JobRecord, results: Results) -> None:
         assert record.refit is not None
         try:
@@ -358,11 +500,12 @@ class JobStore:
                                   reason=f"publishing failed: {type(exc).__name__}: {exc}")
 
     @staticmethod
-    def _build(record: JobRecord, pinned: PinnedModel, blobs: builtins.list[bytes]) -> tuple[Results, bytes]:
-        draws, stats = stack_chains(blobs)
+    def _build(record: JobRecord, pinned: PinnedModel, draws: dict[str, np.ndarray], stats: dict[str, np.ndarray],
+               chains: builtins.list[ChainProgress]) -> tuple[Results, bytes]:
         results = assemble(pinned.model(), record.sampler, draws, stats, attrs={"job": record.id, "seed": record.seed})
         if record.priors:
             results.summary["priors"] = [{**asdict(p), "ref": p.ref} for p in record.priors]
+        results.summary["sampling"] = sampling(record, chains)
         return results, results.netcdf()
 
     def due_for_assembly(self, *, older_than: float) -> builtins.list[str]:
@@ -372,4 +515,21 @@ class JobStore:
         return [text(j) for j in self.r.zrangebyscore(keys.ASSEMBLY_DUE, "-inf", cutoff, start=0, num=16)]
 
 
-__all__ = ["JobPage", "JobStore"]
+def sampling(record: JobRecord, chains: builtins.list[ChainProgress]) -> dict[str, Any]:
+    """How far the chains ran and why they stopped, for the summary and the Job: draws per chain, the rounds of
+    `until` and why it stopped, extensions, the warm start, gradient evaluations (warmup and sampling)."""
+    warmup = sum(c.warmup_gradients for c in chains)
+    total = sum(c.gradients for c in chains)
+    return {
+        "warmup": record.sampler.warmup,
+        "draws_per_chain": record.draws,
+        "until": record.sampler.until.model_dump() if record.sampler.until is not None else None,
+        "rounds": [r.to_json() for r in record.rounds],
+        "stopped": record.stopped,
+        "extensions": list(record.extensions),
+        "warm_start": record.sampler.warm_start.job if record.sampler.warm_start is not None else None,
+        "gradients": {"warmup": warmup, "sampling": total - warmup, "total": total},
+    }
+
+
+__all__ = ["JobPage", "JobStore", "sampling"]

@@ -7,13 +7,13 @@ import numpy as np
 from redis import Redis
 
 from service import keys
-from service.codec import pack_block, unpack_block
+from service.codec import pack_block, pack_state, unpack_block
 from service.jobs import blobs
 from service.jobs.chains import ChainWriter
 from service.jobs.store import JobStore
 from tests.service.jobs.conftest import keys_of, submit_eight_schools
 
-
+STATE = pack_state({"position": np.zeros(2)}, {"iteration": 10})
 def test_a_value_is_stored_in_bounded_chunks_and_read_back(redis: Redis, store: JobStore) -> None:
     job_id = submit_eight_schools(store)
     blob = np.random.default_rng(1).bytes(10_000)
@@ -39,7 +39,7 @@ def test_nothing_is_kept_for_a_deleted_job(redis: Redis, store: JobStore) -> Non
     store.delete("t", job_id)
     assert not blobs.write(redis, job_id, keys.result_file(job_id, "netcdf"), b"y" * 5000, chunk_bytes=1000)
     draws = pack_block({"mu": np.arange(50.0)}, {"diverging": np.zeros(50, bool)})
-    assert not ChainWriter(redis, chunk_bytes=100).save(job_id, 0, draws, chains=2, iterations=50, divergences=0)
+    assert not ChainWriter(redis, chunk_bytes=100).save(job_id, 0, draws, STATE, chains=2, iterations=50, divergences=0)
     assert keys_of(redis, job_id) == []
 
 
@@ -47,7 +47,7 @@ def test_a_chains_draws_are_chunked_and_whole_again_for_assembly(redis: Redis, s
     job_id = submit_eight_schools(store)
     draws = {"theta": np.random.default_rng(2).normal(size=(400, 8))}
     blob = pack_block(draws, {"diverging": np.zeros(400, bool)})
-    ChainWriter(redis, chunk_bytes=4096).save(job_id, 0, blob, chains=2, iterations=800, divergences=0)
+    ChainWriter(redis, chunk_bytes=4096).save(job_id, 0, blob, STATE, chains=2, iterations=800, divergences=0)
     parts = redis.lrange(keys.chain_draws(job_id, 0), 0, -1)
     assert len(parts) > 1 and max(len(p) for p in parts) <= 4096
     got, _ = unpack_block(blobs.read(redis, keys.chain_draws(job_id, 0)) or b"")

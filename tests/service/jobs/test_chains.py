@@ -6,12 +6,13 @@ import numpy as np
 from redis import Redis
 
 from service import keys
-from service.codec import pack_block
+from service.codec import pack_block, pack_state
 from service.jobs.chains import ChainWriter
 from service.jobs.record import ChainPhase, ChainProgress, JobState
 from service.jobs.store import JobStore
 from tests.service.jobs.conftest import keys_of, submit_eight_schools
 
+STATE = pack_state({"position": np.zeros(2)}, {"iteration": 10})
 BLOB = pack_block({"mu": np.zeros(3)}, {"diverging": np.zeros(3, bool)})
 
 
@@ -23,7 +24,7 @@ def every_write(writer: ChainWriter, job_id: str) -> None:
                         step_size=0.5)
     writer.record_error(job_id, 0, "RuntimeError: boom")
     writer.fail(job_id, 1, "initialization failed")
-    writer.save(job_id, 1, BLOB, chains=2, iterations=10, divergences=0)
+    writer.save(job_id, 1, BLOB, STATE, chains=2, iterations=10, divergences=0)
 
 
 def test_writes_after_delete_leave_no_key(redis: Redis, store: JobStore) -> None:
@@ -36,7 +37,7 @@ def test_writes_after_delete_leave_no_key(redis: Redis, store: JobStore) -> None
     assert writer.start_attempt(job_id, 0, "w") is None
     assert writer.report_block(job_id, 0, BLOB, phase=ChainPhase.WARMUP, iteration=1, of=2, divergences=0,
                                step_size=1.0) is None
-    assert writer.save(job_id, 0, BLOB, chains=2, iterations=10, divergences=0) is False
+    assert writer.save(job_id, 0, BLOB, STATE, chains=2, iterations=10, divergences=0) is False
     assert keys_of(redis, job_id) == []
 
 
@@ -73,12 +74,31 @@ def test_the_last_chain_stored_makes_the_job_due_for_assembly(redis: Redis, stor
     writer = ChainWriter(redis)
     writer.report_block(job_id, 0, BLOB, phase=ChainPhase.SAMPLING, iteration=1200, of=2000, divergences=1,
                         step_size=0.5)  # a later progress write was lost (a Redis outage)
-    assert writer.save(job_id, 0, BLOB, chains=2, iterations=2000, divergences=3) is False
+    assert writer.save(job_id, 0, BLOB, STATE, chains=2, iterations=2000, divergences=3) is False
     assert store.due_for_assembly(older_than=0) == []
-    assert writer.save(job_id, 1, BLOB, chains=2, iterations=2000, divergences=0) is True
+    assert writer.save(job_id, 1, BLOB, STATE, chains=2, iterations=2000, divergences=0) is True
     assert store.due_for_assembly(older_than=0) == [job_id]
     assert store.due_for_assembly(older_than=60) == []  # give its own assembler time first
     chain = store.chains(store.get("t", job_id))[0]
     assert (chain.phase, chain.iteration, chain.of, chain.divergences) == (ChainPhase.DONE, 2000, 2000, 3)
     store.finish(job_id, JobState.FAILED, "x")
     assert store.due_for_assembly(older_than=0) == []
+
+
+def test_a_stale_save_of_fewer_iterations_keeps_the_later_round(redis: Redis, store: JobStore) -> None:
+    """A task of an earlier round finishing late (its worker was presumed dead) does not overwrite draws and state
+    stored by a later round, and does not make the job look done at its iterations."""
+    job_id = submit_eight_schools(store)
+    store.mark_running(job_id)
+    writer = ChainWriter(redis)
+    later = pack_state({"position": np.ones(2)}, {"iteration": 3000})
+    assert writer.save(job_id, 0, BLOB, later, chains=2, iterations=3000, divergences=0) is False
+    assert writer.save(job_id, 1, BLOB, STATE, chains=2, iterations=2000, divergences=0) is False
+    assert writer.save(job_id, 0, BLOB, STATE, chains=2, iterations=2000, divergences=0) is False
+    stored = writer.stored(job_id, 0)
+    assert stored is not None and stored[1] == later
+    assert store.chains(store.get("t", job_id))[0].stored == 3000
+    assert writer.save(job_id, 1, BLOB, later, chains=2, iterations=3000, divergences=0, gradients=70,
+                       warmup_gradients=30) is True
+    chain = store.chains(store.get("t", job_id))[1]
+    assert (chain.stored, chain.gradients, chain.warmup_gradients) == (3000, 70, 30)

@@ -62,3 +62,27 @@ def test_list_filters_by_state_and_label(store: JobStore) -> None:
     assert [r.id for r, _ in page.jobs] == [ids[1]]
     page = store.list("t", state=None, label=None, offset=1, limit=2)
     assert [r.id for r, _ in page.jobs] == [ids[2], ids[1]] and page.total == 4
+
+
+def test_until_and_extensions_are_checked_against_the_server_limits(redis: Redis, redis_server: str) -> None:
+    """An `until` job is sized at max_draws, an extension at its new length: over the limits, a 422 naming the
+    field; a job that has not succeeded cannot be extended (409)."""
+    from service.config import Settings
+    from service.exceptions import ConflictError, SpecError
+
+    store = JobStore(redis, Settings(redis_url=redis_server, max_iterations_per_job=10_000))
+    with pytest.raises(SpecError) as caught:
+        submit_eight_schools(store, warmup=100, draws=100, until={"max_draws": 5000})
+    assert [(p.path, "until.max_draws" in p.message) for p in caught.value.problems] == [("sampler", True)]
+    job_id = submit_eight_schools(store, warmup=100, draws=100, until={"max_draws": 4000})
+    with pytest.raises(ConflictError, match="only a succeeded job can be extended"):
+        store.extend("t", job_id, 100)
+    redis.hset(keys.job(job_id), "state", "succeeded")  # as if it had run
+    with pytest.raises(ConflictError, match="chain states are not stored"):
+        store.extend("t", job_id, 100)
+    for c in range(2):
+        redis.rpush(keys.chain_state(job_id, c), b"x")
+    with pytest.raises(SpecError) as caught:
+        store.extend("t", job_id, 5000)
+    assert [p.path for p in caught.value.problems] == ["draws"]
+    assert store.extend("t", job_id, 100).state.value == "running"
