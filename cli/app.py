@@ -17,6 +17,7 @@ VERBS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("watch", remote.watch),
     ("summary", remote.summary),
     ("draws", remote.draws),
+    ("extend", remote.extend),
     ("cancel", remote.cancel),
     ("list", remote.list_jobs),
     ("worker", serve.worker),

@@ -43,6 +43,13 @@ def print_summary(console: Console, result: dict[str, Any]) -> None:
         f"min ess_bulk {_fmt(t['min_ess_bulk'], 'ess_bulk')}, min ess_tail {_fmt(t['min_ess_tail'], 'ess_tail')}",
         highlight=False,
     )
+    sampling = result.get("sampling") or {}
+    if sampling.get("stopped"):
+        console.print(f"until: {sampling['stopped']}", highlight=False)
+    for e in sampling.get("extensions") or []:
+        console.print(f"extended by {e['draws']} draws per chain ({e['from']} -> {e['to']})", highlight=False)
+    if sampling.get("warm_start"):
+        console.print(f"warm start from job {sampling['warm_start']}", highlight=False)
     for w in t["warnings"]:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
 

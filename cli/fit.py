@@ -32,11 +32,17 @@ def run(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint every block here; rerun to resume.")]
     = None,
+    until: Annotated[bool, typer.Option(help="Sample in rounds until R-hat and ESS pass (the defaults of "
+                                             "sampler.until unless the file sets them); --draws is the minimum.")]
+    = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars or table.")] = False,
 ) -> None:
-    """Fit a model in this process and print its summary."""
+    """Fit a model in this process and print its summary. Rerun with a larger --draws and the same
+    --checkpoint-dir to continue the chains: the result equals a run asked for the longer draws from the start."""
     overrides = {k: v for k, v in dict(chains=chains, warmup=warmup, draws=draws, thin=thin, seed=seed,
                                        target_accept=target_accept).items() if v is not None}
+    if until:
+        overrides["until"] = True
     model, settings = _load(file, overrides)
 
     from workers.jaxsetup import configure
@@ -71,7 +77,11 @@ def run(
         signal.signal(signal.SIGINT, previous[0])
         signal.signal(signal.SIGTERM, previous[1])
     results = assemble(model, settings, fit.draws, fit.stats, attrs={"seed": fit.seed})
-    result = {**results.summary, "seed": fit.seed, "wall_seconds": round(fit.timings["wall"], 3)}
+    sampling = {"warmup": settings.warmup, "draws_per_chain": fit.rounds[-1].draws if fit.rounds else settings.draws,
+                "rounds": [r.to_json() for r in fit.rounds], "stopped": fit.stopped,
+                "gradients": {"warmup": fit.warmup_gradients, "run_here": fit.gradient_evaluations}}
+    result = {**results.summary, "sampling": sampling, "seed": fit.seed,
+              "wall_seconds": round(fit.timings["wall"], 3)}
     if out is not None:
         write_netcdf(results.idata, out)
     if json_out is not None:
@@ -100,6 +110,8 @@ def _load(file: Path, overrides: dict[str, Any]) -> tuple[Any, SamplerSettings]:
     try:
         model, settings = parse_job(load_file(file))
         if overrides:  # the results' size depends on them: check it again
+            if overrides.get("until") is True and settings.until is not None:
+                overrides.pop("until")  # the file's targets stand
             settings = parse_settings({**settings.model_dump(), **overrides})
             if problems := check_cost(model, settings, Settings().cost_limits()):
                 raise SpecError(problems)
@@ -130,8 +142,9 @@ class _progress:  # noqa: N801 - used like a function in `with`
         lock = threading.Lock()
 
         def report(p: Any) -> None:
-            with lock:
-                self.bars.update(self.tasks[p.chain], completed=p.iteration, phase=p.phase, div=p.divergences)
+            with lock:  # `of` grows with each round of `until`
+                self.bars.update(self.tasks[p.chain], completed=p.iteration, total=p.of, phase=p.phase,
+                                 div=p.divergences)
 
         return report
 

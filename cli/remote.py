@@ -28,14 +28,45 @@ def submit(
     url: Url = DEFAULT_URL,
     token: Token = None,
     wait: Annotated[bool, typer.Option(help="Watch until it ends and print the summary.")] = False,
+    warm_start: Annotated[str | None, typer.Option(help="Start from this earlier job's final state (same model "
+                                                        "structure and shapes); sets sampler.warm_start.")] = None,
+    until: Annotated[bool, typer.Option(help="Sample until R-hat and ESS pass (sampler.until: true unless the "
+                                             "document sets it).")] = False,
 ) -> None:
     """Submit a job to a chainyard API; prints its id."""
-    doc = load_document(file)
+    doc = with_sampler(load_document(file), warm_start=warm_start, until=until)
     with client(url, token) as api:
         job = api_call(lambda: api.submit(doc))
         typer.echo(job["id"])
         if wait:
             watch_job(api, job["id"])
+
+
+def extend(job_id: str,
+           draws: Annotated[int, typer.Option(help="More draws per chain.")],
+           url: Url = DEFAULT_URL, token: Token = None,
+           wait: Annotated[bool, typer.Option(help="Watch until it ends and print the summary.")] = False) -> None:
+    """Continue a succeeded job's chains for more draws; the result equals a job that asked for them from the
+    start, bit for bit (same id)."""
+    with client(url, token) as api:
+        job = api_call(lambda: api.extend(job_id, draws))
+        typer.echo(f"{job['id']} {job['state']}: {job['sampling']['draws_per_chain']} draws per chain")
+        if wait:
+            watch_job(api, job_id)
+
+
+def with_sampler(doc: Any, *, warm_start: str | None, until: bool) -> Any:
+    """The job document with the options' sampler settings (a bare model spec becomes {model, sampler})."""
+    if warm_start is None and not until:
+        return doc
+    job = dict(doc) if isinstance(doc, dict) and "model" in doc and "spec" not in doc else {"model": doc}
+    sampler = dict(job.get("sampler") or {})
+    if warm_start is not None:
+        sampler["warm_start"] = {"job": warm_start}
+    if until and not sampler.get("until"):
+        sampler["until"] = True
+    job["sampler"] = sampler
+    return job
 
 
 def status(job_id: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
@@ -155,5 +186,6 @@ def _events(api: Client, job_id: str, bars: Any, tasks: dict[int, Any]) -> Itera
             for c in data["chains"]:
                 if c["chain"] not in tasks:
                     tasks[c["chain"]] = bars.add_task("", total=c["of"], chain=c["chain"], phase=c["phase"], div=0)
-                bars.update(tasks[c["chain"]], completed=c["iteration"], phase=c["phase"], div=c["divergences"])
+                bars.update(tasks[c["chain"]], completed=c["iteration"], total=c["of"], phase=c["phase"],
+                            div=c["divergences"])
         yield event, data

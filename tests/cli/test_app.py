@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cli.app import GROUPS, VERBS
 
-EVERY_VERB = ["run", "validate", "submit", "status", "watch", "summary", "draws", "cancel", "list", "worker", "api",
-              "refit", "up"]
+EVERY_VERB = ["run", "validate", "submit", "status", "watch", "summary", "draws", "extend", "cancel", "list", "worker",
+              "api", "refit", "up"]
 EVERY_GROUP = ["dataset", "prior"]
 
 

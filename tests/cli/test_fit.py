@@ -97,3 +97,28 @@ def test_run_checks_the_results_size_after_its_overrides(tmp_path: Path, compile
     done = run(["run", str(spec), "--draws", "20000", "--quiet"], compile_cache)
     assert done.returncode == 2, done.stderr
     assert "sampler.draws: results of 321 MB per chain" in done.stderr and "limit 128 MB" in done.stderr
+
+
+@pytest.mark.usefixtures("jax_ready")
+def test_run_until_and_a_rerun_with_more_draws_continue_the_chains(tmp_path: Path, compile_cache: Path) -> None:
+    """`--until` samples in rounds and says why it stopped; rerunning with a larger --draws and the same
+    --checkpoint-dir continues the chains, equal to the longer run from the start."""
+    from workers.engine import Engine
+
+    spec = tmp_path / "normal.yaml"
+    spec.write_text(json.dumps({"spec": 1, "data": {"y": [0.3, -1.2, 0.8]}, "params": {"mu": "Normal(0, 10)"},
+                                "observe": {"y": "Normal(mu, 1)"}}))
+    base = ["run", str(spec), "--seed", "6", "--chains", "2", "--warmup", "100"]
+    done = run([*base, "--draws", "500", "--until", "--json", str(tmp_path / "u.json")], compile_cache)
+    assert done.returncode == 0, done.stderr
+    sampling = json.loads((tmp_path / "u.json").read_text())["sampling"]
+    assert sampling["stopped"].startswith(("converged at", "max_draws reached")) and sampling["rounds"]
+    assert f"until: {sampling['stopped']}" in " ".join(done.stdout.split())
+    ckpt = tmp_path / "ckpt"
+    for draws in ("150", "400"):
+        done = run([*base, "--draws", draws, "--checkpoint-dir", str(ckpt), "--out", str(tmp_path / "c.nc")],
+                   compile_cache)
+        assert done.returncode == 0, done.stderr
+    model, settings = parse_job(load_file(spec))
+    fresh = Engine().run(model, settings.model_copy(update={"seed": 6, "chains": 2, "warmup": 100, "draws": 400}))
+    assert np.array_equal(az.from_netcdf(str(tmp_path / "c.nc")).posterior["mu"].values, fresh.draws["mu"])

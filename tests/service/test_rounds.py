@@ -170,3 +170,29 @@ def test_warm_start_starts_from_the_earlier_job_and_needs_fewer_warmup_gradients
             who.submit(doc)
         assert caught.value.status == 422
         assert [d["path"] for d in caught.value.details] == [path], caught.value
+
+
+def test_the_cli_extends_and_warm_starts(stack: Stack, alice: Client, tmp_path: Path, compile_cache: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import subprocess_env
+
+    env = subprocess_env(compile_cache, CHAINYARD_URL=stack.url, CHAINYARD_TOKEN=TOKENS["alice"])
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    doc = tmp_path / "job.json"
+    doc.write_text(json.dumps({"model": NORMAL, "sampler": {"chains": 2, "warmup": 100, "draws": 100, "seed": 12}}))
+    job_id = cli("submit", str(doc), "--wait").split()[0]
+    out = cli("extend", job_id, "--draws", "50", "--wait")
+    assert out.startswith(f"{job_id} running: 150 draws per chain")
+    assert "extended by 50 draws per chain (100 -> 150)" in " ".join(out.split())
+    warm_id = cli("submit", str(doc), "--warm-start", job_id).strip()
+    done = finished(alice, warm_id)
+    assert done["state"] == "succeeded" and done["sampler"]["warm_start"] == {"job": job_id}
