@@ -136,7 +136,12 @@ class LiveDiagnostics:
                outcome: str = "") -> dict[str, Any] | None:
         job_id = record.id
         fields: dict[str, Any] = {"job": job_id, "model": record.model_label, "progress": progress,
-                                  "updated_at": time.time(), "ended": "1" if final else "0", "outcome": outcome}
+                                  "updated_at": time.time(), "ended": "1" if final else "0", "outcome": outcome,
+                                  "draws_target": json.dumps(record.draws)}
+        if record.sampler.until is not None:  # the targets the figures are checked against at each round's end
+            rule = record.sampler.until
+            fields.update({"rhat_target": json.dumps(rule.rhat), "ess_bulk_target": json.dumps(rule.ess_bulk),
+                           "ess_tail_target": json.dumps(rule.ess_tail)})
         if found is not None:
             fields.update({k: json.dumps(v) for k, v in found.items()})
         score = repr(time.time() + self.linger) if final else "+inf"

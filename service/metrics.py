@@ -79,6 +79,11 @@ _PER_JOB = (
     ("chainyard_job_ess_tail_min", "min_ess_tail", "Smallest tail ESS over all parameters, draws so far."),
     ("chainyard_job_divergences", "divergences", "Divergent transitions after warmup so far, all chains."),
     ("chainyard_job_draws", "draws_per_chain", "Draws per chain the convergence figures are computed from."),
+    ("chainyard_job_draws_target", "draws_target", "Draws per chain the chains run to now (the current round's end "
+     "with sampler.until; grows with each round and extension)."),
+    ("chainyard_job_rhat_target", "rhat_target", "sampler.until: sampling stops once max R-hat is below this."),
+    ("chainyard_job_ess_bulk_target", "ess_bulk_target", "sampler.until: ... and min bulk ESS is at least this."),
+    ("chainyard_job_ess_tail_target", "ess_tail_target", "sampler.until: ... and min tail ESS is at least this."),
 )
 _CHAINS_HELP = "Chains in the convergence figures (those with draws; all of them once the job ends)."
 

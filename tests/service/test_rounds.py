@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from redis import Redis
 
 from cli.stack import Stack
 from service.client import ApiError, Client
@@ -72,6 +73,14 @@ def test_until_decides_as_the_engine_does_on_one_or_two_workers_and_across_a_kil
     same(posterior(alice, done["id"]), want.draws)
     summary = alice.summary(done["id"])
     assert summary["sampling"]["stopped"].startswith("converged at")
+    # the live metrics show the targets beside the figures
+    from service.live import exported
+    from service.metrics import ClusterCollector
+
+    figures = [f for f in exported(Redis.from_url(stack.redis_url)) if f["job"] == done["id"]]
+    series = {m.name: m.samples[0].value for m in ClusterCollector._per_job(figures) if m.samples}
+    assert series["chainyard_job_rhat_target"] == 1.01 and series["chainyard_job_ess_bulk_target"] == 500
+    assert series["chainyard_job_draws_target"] == want.rounds[-1].draws
     assert summary["totals"]["draws_per_chain"] == want.rounds[-1].draws
     # on one worker, SIGKILLed after some rounds and restarted: the same decisions and draws
     many = {"model": NORMAL, "sampler": {**UNTIL, "until": {"ess_bulk": 2500, "ess_tail": 1500, "check_every": 50,
