@@ -63,6 +63,8 @@ class JobRecord:
     """sha256 of the pinned model (service.jobs.pinned)."""
     structure: str
     """Model.structure_key(): jobs with the same one share compiled programs."""
+    layout: str = ""
+    """Model.parameter_layout(): a job can warm-start from a job with the same one."""
     created_at: float
     deadline: float
     """Unix time after which a still-running job fails (Settings.job_timeout_seconds after submit)."""
@@ -119,6 +121,7 @@ class JobRecord:
             "model_name": self.model_name or "",
             "model_fingerprint": self.model_fingerprint,
             "structure": self.structure,
+            "layout": self.layout,
             "created_at": repr(self.created_at),
             "deadline": repr(self.deadline),
         }
@@ -160,6 +163,7 @@ class JobRecord:
             model_name=h.get("model_name") or None,
             model_fingerprint=h.get("model_fingerprint", ""),
             structure=h.get("structure", ""),
+            layout=h.get("layout", ""),
             created_at=float(h["created_at"]),
             deadline=float(h["deadline"]),
             started_at=_float(h.get("started_at")),

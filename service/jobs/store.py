@@ -99,7 +99,8 @@ class JobStore:
         record = JobRecord(
             id=job_id, tenant=tenant, name=name, labels=labels, state=JobState.QUEUED, sampler=settings,
             model_name=spec_name if isinstance(spec_name, str) else None, model_fingerprint=pinned.fingerprint,
-            structure=validated.structure_key(), created_at=now, deadline=now + self.settings.job_timeout_seconds,
+            structure=validated.structure_key(), layout=validated.parameter_layout(), created_at=now,
+            deadline=now + self.settings.job_timeout_seconds,
             priors=pins, refit=refit,
         )
         warm = self._warm_states(tenant, record) if settings.warm_start is not None else None
@@ -135,6 +136,14 @@ class JobStore:
             raise SpecError([Problem(path, f"chains x (warmup + {what}) = {iterations} is over this server's "
                                            f"limit of {self.settings.max_iterations_per_job}")])
 
+    def can_warm_start(self, tenant: str, source_id: str, layout: str, dense_mass: bool) -> bool:
+        """Whether a job of `tenant` with this layout could warm-start from job `source_id` now (the nightly
+        refits ask before they do)."""
+        source = self.read(source_id)
+        return (source is not None and source.tenant == tenant and source.state == JobState.SUCCEEDED
+                and source.layout == layout and source.sampler.dense_mass == dense_mass
+                and all(self.r.exists(keys.chain_state(source_id, c)) for c in range(source.chains)))
+
     def _warm_states(self, tenant: str, record: JobRecord) -> bytes:
         """The final chain states of the job `sampler.warm_start` names, checked against the new job, as one
         blob to copy with it (`keys.job_warm`)."""
@@ -146,9 +155,9 @@ class JobStore:
             raise SpecError([Problem(path, f"no job {source_id}")])
         if source.state != JobState.SUCCEEDED:
             raise SpecError([Problem(path, f"job {source_id} is {source.state}; a warm start needs a succeeded job")])
-        if source.structure != record.structure:
-            raise SpecError([Problem(path, f"job {source_id} has another model structure or data shapes; a warm "
-                                           "start needs the same parameters with the same shapes")])
+        if source.layout != record.layout:
+            raise SpecError([Problem(path, f"job {source_id} has other parameters (names, shapes, distributions or "
+                                           "parameterization); a warm start needs the same parameters")])
         if source.sampler.dense_mass != record.sampler.dense_mass:
             raise SpecError([Problem("sampler.dense_mass", f"job {source_id} ran with dense_mass="
                                                            f"{str(source.sampler.dense_mass).lower()}; a warm start "

@@ -186,6 +186,17 @@ class Model:
             layout["fitted"] = [prior.digest for prior in self.fitted]
         return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
 
+    def parameter_layout(self) -> str:
+        """Hash of what shapes the unconstrained parameter vector NUTS moves on: each param's name, shape,
+        distribution and parameterization, and the fitted priors' members. Two models with the same layout
+        (more rows of data, new values) can continue each other's chains: what a warm start needs."""
+        layout = {
+            "params": [[p.name, list(p.shape), p.dist.name, list(p.dist.event_shape), p.noncentered]
+                       for p in self.params],
+            "fitted": [[[m.param, list(m.shape), m.support] for m in prior.members] for prior in self.fitted],
+        }
+        return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
     def fingerprint(self) -> str:
         """Hash of the model including the data values and coordinate labels."""
         h = hashlib.sha256(self.structure_key().encode())

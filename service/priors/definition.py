@@ -86,6 +86,16 @@ class Gate(BaseModel):
     min_ess_tail: float = Field(400, ge=0)
 
 
+class WarmRefit(BaseModel):
+    """How refits warm-start from the latest version's job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    warmup: int = Field(150, ge=0, le=200_000, description="Warmup of a warm-started refit (at most the sampler's); "
+                        "the adaptation continues from the earlier chains' step size and mass matrix. Below ~150, "
+                        "Stan's schedule leaves the step size a final window too short to settle (divergences).")
+
+
 class PriorDefinition(BaseModel):
     """PUT /v1/priors/{name}."""
 
@@ -97,6 +107,9 @@ class PriorDefinition(BaseModel):
     sampler: dict[str, Any] | None = Field(None, description="Sampler settings (seed 0 unless given).")
     export: Export
     gate: Gate = Field(default_factory=Gate)
+    warm_start: WarmRefit | None = Field(
+        default_factory=WarmRefit, description="Refits start from the chains of the latest version's job, while "
+        "it is kept and has the same parameters (more rows of the same groups); null: every refit starts cold.")
     description: str | None = Field(None, max_length=10_000)
 
 

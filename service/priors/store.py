@@ -171,8 +171,29 @@ class PriorStore:
                         export=definition.export.model_dump(), gate=definition.gate.model_dump(),
                         supports={p: self._support(model, p) or "real" for p in definition.export.params})
         sampler = {"seed": DEFAULT_SEED, **(definition.sampler or {})}
+        if (warm := self._warm_from(tenant, head, model, sampler, version.number)) is not None:
+            sampler = warm
         labels = {"chainyard.prior": name, "chainyard.dataset_version": str(version.number)}
         return self.jobs.submit(tenant, model=doc, sampler=sampler, name=f"refit {name}", labels=labels, refit=refit)
+
+    def _warm_from(self, tenant: str, head: PriorHead, model: Model, sampler: dict[str, Any],
+                   dataset_version: int) -> dict[str, Any] | None:
+        """The sampler of a refit that warm-starts, or None (cold). It starts from the job of the newest version
+        fitted on an older dataset version (so refitting an unchanged dataset version stays the same job), if
+        the definition allows it and that job is still kept, with the same parameters."""
+        definition = head.definition
+        if definition is None or definition.warm_start is None or "warm_start" in sampler:
+            return None
+        earlier = [v for v in self.versions.all(tenant, head.name)
+                   if int((v.get("provenance") or {}).get("dataset_version", dataset_version)) < dataset_version]
+        if not earlier:
+            return None
+        job = (earlier[-1].get("provenance") or {}).get("job")
+        dense = bool(sampler.get("dense_mass", False))
+        if not isinstance(job, str) or not self.jobs.can_warm_start(tenant, job, model.parameter_layout(), dense):
+            return None
+        warmup = min(definition.warm_start.warmup, int(sampler.get("warmup", 1000)))
+        return {**sampler, "warmup": warmup, "warm_start": {"job": job}}
 
     def stale(self, tenant: str) -> list[str]:
         """Priors with a definition whose dataset has a newer version than the one their latest version (or

@@ -99,7 +99,11 @@ def test_refitting_unchanged_data_is_the_same_job_and_new_rows_a_new_version(ali
     assert again["id"] == published["job"]["id"]
     alice.append_rows("obs", rows=[{"y": y} for y in D2])
     job, head = refit_and_wait(alice, "normal")
-    assert head["latest"] == 2 and job["id"] != published["job"]["id"]
+    assert head["latest"] == 2 and job["id"] != published["job"]["id"], (head["last_refit"]["reasons"], job["error"])
+    # it warm-started from version 1's job, with the short warmup, and spent fewer warmup gradients
+    assert job["sampler"]["warm_start"] == {"job": published["job"]["id"]} and job["sampler"]["warmup"] == 150
+    assert job["sampling"]["gradients"]["warmup"] < published["job"]["sampling"]["gradients"]["warmup"]
+    assert alice.refit("normal")["id"] == job["id"]  # and refitting that dataset version again is the same job
     first, second = (alice.prior_version("normal", n) for n in (1, 2))
     assert second["provenance"]["dataset_version"] == 2 and second["provenance"]["rows"] == 80
     # more data: the prior tightens, towards the exact all-data posterior
