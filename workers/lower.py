@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.linalg import cho_solve, solve_triangular
 from jax.scipy.special import expit, gammaln, logit, logsumexp
 from jax.scipy.stats import norm
 from numpyro import handlers
@@ -35,6 +36,7 @@ from numpyro.infer.reparam import LocScaleReparam
 from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
 from service.language.fitted import interval_bounds
 from service.language.ir import DistCall, FittedMember, FittedPrior, MarginalComponent, Model, Param
+from service.language.shapes import static_int
 
 Env = dict[str, Any]
 Compiled = Callable[[Env], Any]
@@ -65,12 +67,33 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "sum": jnp.sum,
     "mean": jnp.mean,
     "logsumexp": logsumexp,
+    "max": jnp.max,
+    "min": jnp.min,
+    "prod": jnp.prod,
     "dot": jnp.matmul,
     "softmax": lambda x: jax.nn.softmax(x, axis=-1),
     "log_softmax": lambda x: jax.nn.log_softmax(x, axis=-1),
     "cumsum": lambda x: jnp.cumsum(x, axis=-1),
     "transpose": jnp.transpose,
+    "cholesky": jnp.linalg.cholesky,
+    "add_diag": lambda k, d: k + jnp.asarray(d)[..., None] * jnp.eye(k.shape[-1], dtype=jnp.result_type(k, d)),
+    "triangular_solve": lambda lower, b: solve_triangular(lower, b, lower=True),
+    "cholesky_solve": lambda lower, b: cho_solve((lower, True), b),
+    "diag": jnp.diag,
+    "eye": lambda n: jnp.eye(n, dtype=jnp.result_type(float)),
+    "outer": jnp.outer,
+    "cov_exp_quad": lambda x, alpha, rho: _cov_exp_quad(x, alpha, rho),
+    "log_determinant": lambda a: jnp.linalg.slogdet(a)[1],
+    "concatenate": lambda *arrays, axis=0: jnp.concatenate(arrays, axis=axis),
+    "stack": lambda *arrays, axis=0: jnp.stack(arrays, axis=axis),
 }
+"""What each function of service.language.catalog.FUNCTIONS computes; keyword arguments are static integers."""
+
+
+def _cov_exp_quad(x: Any, alpha: Any, rho: Any) -> Any:
+    points = x[:, None] if x.ndim == 1 else x
+    squared = jnp.sum(jnp.square(points[:, None, :] - points[None, :, :]), axis=-1)
+    return jnp.square(alpha) * jnp.exp(-0.5 * squared / jnp.square(rho))
 
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "+": jnp.add,
@@ -102,9 +125,13 @@ def compile_expr(node: Node) -> Compiled:
         case BinOp(op=op, left=a, right=b) | Compare(op=op, left=a, right=b):
             fn, left, right = _BINARY[op], compile_expr(a), compile_expr(b)
             return lambda env: fn(left(env), right(env))
-        case Call(func=func, args=args):
+        case Call(func=func, args=args, kwargs=kwargs):
             fn, compiled = FUNCTIONS[func], [compile_expr(a) for a in args]
-            return lambda env: fn(*(c(env) for c in compiled))
+            options = {key: static_int(value, key) for key, value in kwargs}
+            if func == "eye":  # its size fixes a shape: the literal itself, not a traced value
+                size = static_int(args[0], "eye(n)")
+                return lambda env: fn(size)
+            return lambda env: fn(*(c(env) for c in compiled), **options)
         case Index(value=value, items=items):
             base = compile_expr(value)
             parts = [item if isinstance(item, Slice) else compile_expr(item) for item in items]

@@ -112,20 +112,35 @@ class Fn(Enum):
     """Shape rule of a function of the expression language."""
 
     ELEMENTWISE = "elementwise"  # n arguments, numpy broadcasting
-    REDUCE = "reduce"  # one array -> scalar
+    REDUCE = "reduce"  # one array -> scalar, or without `axis` (an integer literal) with axis=
     MATMUL = "matmul"  # like @
     LAST_AXIS = "last_axis"  # same shape (softmax over the last axis, cumsum of a vector)
     TRANSPOSE = "transpose"
+    SQUARE = "square"  # (..., n, n) -> (..., n, n): cholesky, add_diag
+    SOLVE = "solve"  # (n, n), (n,) or (n, k) -> the right-hand side's shape
+    DIAG = "diag"  # (n,) -> (n, n); (n, m) -> (min(n, m),), as numpy
+    EYE = "eye"  # an integer literal n -> (n, n)
+    OUTER = "outer"  # (n,), (m,) -> (n, m)
+    KERNEL = "kernel"  # points (n,) or (n, d), then scalars -> (n, n)
+    DETERMINANT = "determinant"  # (..., n, n) -> (...)
+    CONCATENATE = "concatenate"  # arrays joined along an existing axis (axis=, default 0)
+    STACK = "stack"  # equal shapes stacked along a new axis (axis=, default 0)
 
 
 @dataclass(frozen=True)
 class FnInfo:
     rule: Fn
     arity: int
+    """Arguments it takes; VARIADIC: one or more."""
+    keywords: frozenset[str] = frozenset()
+    """Keyword arguments it accepts (each an integer literal)."""
 
 
-def _f(rule: Fn, arity: int = 1) -> FnInfo:
-    return FnInfo(rule, arity)
+VARIADIC = -1
+
+
+def _f(rule: Fn, arity: int = 1, keywords: str = "") -> FnInfo:
+    return FnInfo(rule, arity, frozenset(keywords.split()))
 
 
 FUNCTIONS: dict[str, FnInfo] = {
@@ -140,14 +155,29 @@ FUNCTIONS: dict[str, FnInfo] = {
     "maximum": _f(Fn.ELEMENTWISE, 2),
     "pow": _f(Fn.ELEMENTWISE, 2),
     "where": _f(Fn.ELEMENTWISE, 3),
-    "sum": _f(Fn.REDUCE),
-    "mean": _f(Fn.REDUCE),
-    "logsumexp": _f(Fn.REDUCE),
+    **{name: _f(Fn.REDUCE, keywords="axis") for name in ("sum", "mean", "logsumexp", "max", "min", "prod")},
     "dot": _f(Fn.MATMUL, 2),
     "softmax": _f(Fn.LAST_AXIS),
     "log_softmax": _f(Fn.LAST_AXIS),
     "cumsum": _f(Fn.LAST_AXIS),
     "transpose": _f(Fn.TRANSPOSE),
+    "cholesky": _f(Fn.SQUARE),
+    "add_diag": _f(Fn.SQUARE, 2),
+    "triangular_solve": _f(Fn.SOLVE, 2),
+    "cholesky_solve": _f(Fn.SOLVE, 2),
+    "diag": _f(Fn.DIAG),
+    "eye": _f(Fn.EYE),
+    "outer": _f(Fn.OUTER, 2),
+    "cov_exp_quad": _f(Fn.KERNEL, 3),
+    "log_determinant": _f(Fn.DETERMINANT),
+    "concatenate": _f(Fn.CONCATENATE, VARIADIC, "axis"),
+    "stack": _f(Fn.STACK, VARIADIC, "axis"),
 }
+"""Function name -> shape rule, arguments, keywords. Semantics (workers/lower.py): numpy's for the reductions,
+diag, eye, outer, concatenate and stack; cholesky is the lower factor; add_diag(K, d) is K + d on the diagonal
+(Stan's add_diag; d a scalar or (n,)); triangular_solve(L, b) solves L x = b for lower-triangular L;
+cholesky_solve(L, b) solves (L L^T) x = b given the Cholesky factor L; cov_exp_quad(x, alpha, rho) is the
+squared-exponential kernel alpha^2 exp(-|x_i - x_j|^2 / (2 rho^2)) (Stan's gp_exp_quad_cov); log_determinant
+is log |det A|."""
 
 LOC_SCALE = sorted(name for name, info in DISTRIBUTIONS.items() if info.loc_scale)

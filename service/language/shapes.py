@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.exceptions import Problem
-from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, Fn
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, VARIADIC, Fn
 from service.language.data import MAX_DATA_DIMS
 from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice, to_text
 from service.language.ir import Shape
@@ -32,7 +32,8 @@ class Symbol:
     values: np.ndarray | None = None
 
 
-_INTEGRAL_FUNCTIONS = frozenset({"abs", "square", "minimum", "maximum", "sum", "cumsum", "transpose", "dot"})
+_INTEGRAL_FUNCTIONS = frozenset({"abs", "square", "minimum", "maximum", "sum", "cumsum", "transpose", "dot", "max",
+                                 "min", "prod", "diag", "outer", "concatenate", "stack"})
 """Functions whose result keeps an integer argument's dtype."""
 
 
@@ -126,18 +127,30 @@ class ShapeChecker:
         info = FUNCTIONS.get(func)
         if info is None:
             raise ShapeError(f"unknown function {func!r}; known: {', '.join(sorted(FUNCTIONS))}")
-        if kwargs:
-            raise ShapeError(f"{func}() takes no keyword arguments")
-        if len(args) != info.arity:
+        for key, _ in kwargs:
+            if key not in info.keywords:
+                accepted = f"; it takes {', '.join(sorted(info.keywords))}=" if info.keywords else ""
+                raise ShapeError(f"{func}() takes no keyword argument {key!r}{accepted}")
+        options = {key: static_int(value, f"{func}({key}=...)") for key, value in kwargs}
+        if info.arity == VARIADIC:
+            if not args:
+                raise ShapeError(f"{func}() takes one or more arguments")
+        elif len(args) != info.arity:
             raise ShapeError(f"{func}() takes {info.arity} argument(s), got {len(args)}")
+        if info.rule is Fn.EYE:
+            return self._eye(args[0])
         shapes = [self.shape(a) for a in args]
         if func == "pow":
             self._check_power(*args)
+        axis = options.get("axis")
         match info.rule:
             case Fn.ELEMENTWISE:
                 return broadcast(*shapes)
             case Fn.REDUCE:
-                return ()
+                if axis is None:
+                    return ()
+                a = _axis(func, axis, len(shapes[0]))
+                return shapes[0][:a] + shapes[0][a + 1:]
             case Fn.MATMUL:
                 return matmul(*shapes)
             case Fn.LAST_AXIS:
@@ -146,7 +159,50 @@ class ShapeChecker:
                 return shapes[0]
             case Fn.TRANSPOSE:
                 return shapes[0][::-1]
+            case Fn.SQUARE:
+                matrix = _square(func, shapes[0])
+                if len(shapes) == 2 and shapes[1] not in ((), matrix[-1:]):
+                    raise ShapeError(f"{func}(): the diagonal must be a scalar or of shape ({matrix[-1]},), got "
+                                     f"{_fmt(shapes[1])}")
+                return matrix
+            case Fn.SOLVE:
+                matrix = _square(func, shapes[0])
+                rhs = shapes[1]
+                if len(matrix) != 2 or len(rhs) not in (1, 2) or rhs[0] != matrix[0]:
+                    raise ShapeError(f"{func}() solves an (n, n) system for a right-hand side (n,) or (n, k); got "
+                                     f"{_fmt(matrix)} and {_fmt(rhs)}")
+                return rhs
+            case Fn.DIAG:
+                if len(shapes[0]) == 1:
+                    return shapes[0] * 2
+                if len(shapes[0]) == 2:
+                    return (min(shapes[0]),)
+                raise ShapeError(f"diag() takes a vector or a matrix, got {_fmt(shapes[0])}")
+            case Fn.OUTER:
+                if any(len(s) != 1 for s in shapes):
+                    raise ShapeError(f"outer() takes two vectors, got {_fmt(shapes[0])} and {_fmt(shapes[1])}")
+                return (shapes[0][0], shapes[1][0])
+            case Fn.KERNEL:
+                if len(shapes[0]) not in (1, 2) or shapes[1] != () or shapes[2] != ():
+                    raise ShapeError(f"{func}(x, alpha, rho) takes points x (n,) or (n, d) and scalars alpha, rho; "
+                                     f"got {', '.join(_fmt(s) for s in shapes)}")
+                return (shapes[0][0], shapes[0][0])
+            case Fn.DETERMINANT:
+                return _square(func, shapes[0])[:-2]
+            case Fn.CONCATENATE:
+                return _concatenate(shapes, axis or 0)
+            case Fn.STACK:
+                if any(s != shapes[0] for s in shapes):
+                    raise ShapeError(f"stack() takes arrays of one shape, got {', '.join(_fmt(s) for s in shapes)}")
+                a = _axis(func, axis or 0, len(shapes[0]) + 1)
+                return (*shapes[0][:a], len(shapes), *shapes[0][a:])
         raise ShapeError(f"unknown function {func!r}")
+
+    def _eye(self, size: Node) -> Shape:
+        n = static_int(size, "eye(n)")
+        if n < 1:
+            raise ShapeError(f"eye(n) needs n >= 1, got {n}")
+        return (n, n)
 
     def _check_power(self, base: Node, exponent: Node) -> None:
         """JAX raises (a traceback in the worker) for an integer to a negative integer power, and wraps negative
@@ -240,6 +296,40 @@ class ShapeChecker:
                 raise ShapeError(f"index {item.id!r} is not integer data (dtype {sym.values.dtype})")
             return sym.values
         raise ShapeError("an index must be integer data, an integer literal or a slice")
+
+
+def static_int(node: Node, what: str) -> int:
+    """An integer literal (`0`, `-1`), the only value an axis or a size may have: it fixes shapes before any
+    data or param exists."""
+    match node:
+        case Num(value=int() as v) if not isinstance(v, bool):
+            return v
+        case Neg(operand=Num(value=int() as v)) if not isinstance(v, bool):
+            return -v
+    raise ShapeError(f"{what} must be an integer literal, got {_text(node)}")
+
+
+def _axis(func: str, axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        raise ShapeError(f"{func}(): axis {axis} is out of range for {ndim} dimension(s)")
+    return axis % ndim
+
+
+def _square(func: str, shape: Shape) -> Shape:
+    if len(shape) < 2 or shape[-1] != shape[-2]:
+        raise ShapeError(f"{func}() needs a square matrix (..., n, n), got {_fmt(shape)}")
+    return shape
+
+
+def _concatenate(shapes: list[Shape], axis: int) -> Shape:
+    ndim = len(shapes[0])
+    if ndim == 0 or any(len(s) != ndim for s in shapes):
+        raise ShapeError(f"concatenate() takes arrays with the same number of dimensions (at least 1), got "
+                         f"{', '.join(_fmt(s) for s in shapes)}")
+    a = _axis("concatenate", axis, ndim)
+    if any(s[:a] + s[a + 1:] != shapes[0][:a] + shapes[0][a + 1:] for s in shapes):
+        raise ShapeError(f"concatenate(): shapes {', '.join(_fmt(s) for s in shapes)} differ off axis {axis}")
+    return (*shapes[0][:a], sum(s[a] for s in shapes), *shapes[0][a + 1:])
 
 
 def _text(node: Node) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.linalg as sl
 import scipy.special as sp
 import scipy.stats as st
 
@@ -27,12 +28,24 @@ def test_catalog_parameters_are_numpyros_in_numpyros_order(name: str) -> None:
     assert list(DISTRIBUTIONS[name].params) == positional[: len(DISTRIBUTIONS[name].params)]
 
 
+_R = np.array([[1.0, 0.3, -0.2], [0.3, 2.0, 0.4], [-0.2, 0.4, 1.5]])
 VALUES: dict[str, Any] = {
     "a": np.array([0.3, -1.2, 2.5]),
     "b": np.array([1.5, 0.2, 0.7]),
     "M": np.array([[1.0, 2.0, 0.5], [0.1, -0.3, 0.2]]),
     "i": np.array([2, 0, 1, 1]),
+    "S": _R,  # symmetric positive definite
+    "L": np.linalg.cholesky(_R),
+    "X": np.array([[0.0, 1.0], [0.5, -0.2], [2.0, 0.3], [1.1, 1.1]]),
+    "T": np.arange(24.0).reshape(2, 3, 4) / 7,
 }
+
+
+def _exp_quad(x: np.ndarray, alpha: float, rho: float) -> np.ndarray:
+    from scipy.spatial.distance import cdist
+
+    points = x[:, None] if x.ndim == 1 else x
+    return alpha**2 * np.exp(-cdist(points, points, "sqeuclidean") / (2 * rho**2))
 
 CASES: list[tuple[str, Any]] = [
     ("a + b * 2 - a / b", lambda v: v["a"] + v["b"] * 2 - v["a"] / v["b"]),
@@ -73,6 +86,33 @@ CASES: list[tuple[str, Any]] = [
     ("cumsum(M)", lambda v: np.cumsum(v["M"], axis=-1)),
     ("transpose(M)", lambda v: v["M"].T),
     ("a <= b", lambda v: v["a"] <= v["b"]),
+    ("sum(M, axis=0)", lambda v: v["M"].sum(axis=0)),
+    ("sum(T, axis=-2)", lambda v: v["T"].sum(axis=-2)),
+    ("mean(M, axis=1)", lambda v: v["M"].mean(axis=1)),
+    ("logsumexp(T, axis=0)", lambda v: sp.logsumexp(v["T"], axis=0)),
+    ("max(a)", lambda v: v["a"].max()),
+    ("max(M, axis=0)", lambda v: v["M"].max(axis=0)),
+    ("min(T, axis=2)", lambda v: v["T"].min(axis=2)),
+    ("prod(b)", lambda v: v["b"].prod()),
+    ("prod(M, axis=-1)", lambda v: v["M"].prod(axis=-1)),
+    ("cholesky(S)", lambda v: np.linalg.cholesky(v["S"])),
+    ("add_diag(S, 0.5)", lambda v: v["S"] + 0.5 * np.eye(3)),
+    ("add_diag(S, b)", lambda v: v["S"] + np.diag(v["b"])),
+    ("triangular_solve(L, a)", lambda v: sl.solve_triangular(v["L"], v["a"], lower=True)),
+    ("triangular_solve(L, transpose(M))", lambda v: sl.solve_triangular(v["L"], v["M"].T, lower=True)),
+    ("cholesky_solve(L, a)", lambda v: np.linalg.solve(v["S"], v["a"])),
+    ("diag(a)", lambda v: np.diag(v["a"])),
+    ("diag(M)", lambda v: np.diag(v["M"])),
+    ("eye(3)", lambda v: np.eye(3)),
+    ("outer(a, b)", lambda v: np.outer(v["a"], v["b"])),
+    ("cov_exp_quad(X, 1.5, 0.7)", lambda v: _exp_quad(v["X"], 1.5, 0.7)),
+    ("cov_exp_quad(a, 2, 0.3)", lambda v: _exp_quad(v["a"], 2, 0.3)),
+    ("log_determinant(S)", lambda v: np.linalg.slogdet(v["S"])[1]),
+    ("log_determinant(cholesky(S))", lambda v: np.log(np.prod(np.diag(np.linalg.cholesky(v["S"]))))),
+    ("concatenate(a, b, a)", lambda v: np.concatenate([v["a"], v["b"], v["a"]])),
+    ("concatenate(M, M, axis=1)", lambda v: np.concatenate([v["M"], v["M"]], axis=1)),
+    ("stack(a, b)", lambda v: np.stack([v["a"], v["b"]])),
+    ("stack(a, b, axis=-1)", lambda v: np.stack([v["a"], v["b"]], axis=-1)),
 ]
 
 

@@ -143,3 +143,26 @@ def test_eight_schools_matches_quadrature_and_published_means(eight_schools: dic
     draws = fit(eight_schools, SETTINGS.model_copy(update={"draws": 2000}), max_divergences=40)
     for name, (mean, sd) in exact.items():
         assert_matches(draws[name], mean, sd, name)
+
+
+def test_gaussian_process_regression_with_known_kernel() -> None:
+    """A GP written with the linear-algebra functions: f ~ MVN(0, K) through cholesky(add_diag(cov_exp_quad(...)))
+    and y ~ Normal(f, s). f's posterior is exactly Gaussian: mean K (K + s^2 I)^-1 y, covariance
+    K - K (K + s^2 I)^-1 K, computed here with numpy."""
+    from scipy.spatial.distance import cdist
+
+    x = np.linspace(0.0, 3.0, 10)
+    y = np.round(np.sin(2 * x) + np.random.default_rng(3).normal(0, 0.3, size=x.size), 4)
+    alpha, rho, s, jitter = 1.2, 0.7, 0.3, 1e-6
+    spec = {
+        "spec": 1,
+        "data": {"x": x.tolist(), "y": y.tolist()},
+        "define": {"L_K": f"cholesky(add_diag(cov_exp_quad(x, {alpha}, {rho}), {jitter}))"},
+        "params": {"f": "MultivariateNormal(0, scale_tril=L_K)"},
+        "observe": {"y": f"Normal(f, {s})"},
+    }
+    K = alpha**2 * np.exp(-cdist(x[:, None], x[:, None], "sqeuclidean") / (2 * rho**2)) + jitter * np.eye(x.size)
+    gain = K @ np.linalg.inv(K + s**2 * np.eye(x.size))
+    mean, cov = gain @ y, K - gain @ K
+    draws = fit(spec, SETTINGS.model_copy(update={"keep": ["f"]}))
+    assert_matches(draws["f"], mean, np.sqrt(np.diag(cov)), "f")
