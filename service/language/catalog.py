@@ -20,6 +20,8 @@ class Event(Enum):
     SIMPLEX = "simplex"  # concentration (..., k): event (k,)
     MVN = "mvn"  # loc (..., k), matrix (..., k, k): event (k,)
     LKJ = "lkj"  # dimension d (an integer): event (d, d)
+    LOW_RANK_MVN = "low_rank_mvn"  # loc (..., k), cov_factor (..., k, r), cov_diag (..., k): event (k,)
+    RANDOM_WALK = "random_walk"  # scale (...), num_steps n (an integer): event (n,)
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,10 @@ DISTRIBUTIONS: dict[str, DistInfo] = {
                     support="simplex", event=Event.SIMPLEX),
     "MultivariateNormal": _d("loc covariance_matrix precision_matrix scale_tril",
                              one_of="covariance_matrix precision_matrix scale_tril", event=Event.MVN),
+    "LowRankMultivariateNormal": _d("loc cov_factor cov_diag", required="loc cov_factor cov_diag",
+                                    constraints={"cov_diag": _POS}, event=Event.LOW_RANK_MVN),
+    "GaussianRandomWalk": _d("scale num_steps", required="num_steps",
+                             constraints={"scale": _POS, "num_steps": "dimension"}, event=Event.RANDOM_WALK),
     "LKJCholesky": _d("dimension concentration", required="dimension",
                       constraints={"dimension": "dimension", "concentration": _POS}, support="corr_cholesky",
                       event=Event.LKJ),

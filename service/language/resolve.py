@@ -130,6 +130,16 @@ def event_shapes(event: Event, shapes: dict[str, Shape], static: dict[str, int])
         case Event.LKJ:
             d = static["dimension"]
             return broadcast(*shapes.values()), (d, d)
+        case Event.LOW_RANK_MVN:
+            loc, factor, diag = shapes["loc"], shapes["cov_factor"], shapes["cov_diag"]
+            if len(factor) < 2:
+                raise ShapeError(f"cov_factor must be a (k, r) matrix, got shape {factor}")
+            k = factor[-2]
+            if (loc and loc[-1] != k) or (diag and diag[-1] != k):
+                raise ShapeError(f"loc {loc} and cov_diag {diag} must end in k = {k}, cov_factor's rows")
+            return broadcast(loc[:-1], factor[:-2], diag[:-1]), (k,)
+        case Event.RANDOM_WALK:
+            return shapes.get("scale", ()), (static["num_steps"],)
     raise ShapeError(f"unknown event rule {event}")
 
 

@@ -163,6 +163,8 @@ PARAM_USES = {
     "InverseGamma": "InverseGamma(2, 1)", "LogNormal": "LogNormal(0, 1)", "Weibull": "Weibull(1, 2)",
     "Beta": "Beta(2, 2)", "Uniform": "Uniform(0, 1)", "Dirichlet": "Dirichlet(conc)",
     "MultivariateNormal": "MultivariateNormal(loc, scale_tril=L)", "LKJCholesky": "LKJCholesky(3, 2)",
+    "LowRankMultivariateNormal": "LowRankMultivariateNormal(loc, L, exp(loc))",
+    "GaussianRandomWalk": "GaussianRandomWalk(0.5, num_steps=6)",
     "LKJ": "LKJ(3, 2)",
 }
 OBSERVE_USES = {

@@ -166,3 +166,30 @@ def test_gaussian_process_regression_with_known_kernel() -> None:
     mean, cov = gain @ y, K - gain @ K
     draws = fit(spec, SETTINGS.model_copy(update={"keep": ["f"]}))
     assert_matches(draws["f"], mean, np.sqrt(np.diag(cov)), "f")
+
+
+def test_random_walk_and_low_rank_normal_with_gaussian_observations() -> None:
+    """x ~ GaussianRandomWalk(q, n) (prior covariance q^2 min(i, j)) and v ~ LowRankMultivariateNormal(m, W, d)
+    (covariance W W^T + diag(d)), each observed once with Normal noise: both posteriors are exactly Gaussian."""
+    rng = np.random.default_rng(7)
+    n, q, s1 = 8, 0.5, 0.4
+    y1 = np.round(np.cumsum(rng.normal(0, q, n)) + rng.normal(0, s1, n), 4)
+    m, w_factor, d, s2 = np.array([0.5, -1.0, 0.0]), np.array([[1.0, 0.2], [0.5, -0.4], [0.0, 0.8]]), \
+        np.array([0.3, 0.2, 0.5]), 0.3
+    y2 = np.array([1.2, -0.4, 0.9])
+    spec = {
+        "spec": 1,
+        "data": {"y1": y1.tolist(), "y2": y2.tolist(), "m": m.tolist(), "W": w_factor.tolist(), "d": d.tolist()},
+        "params": {"x": f"GaussianRandomWalk({q}, num_steps={n})", "v": "LowRankMultivariateNormal(m, W, d)"},
+        "observe": {"y1": f"Normal(x, {s1})", "y2": f"Normal(v, {s2})"},
+    }
+
+    def gaussian(prior_mean: np.ndarray, prior_cov: np.ndarray, y: np.ndarray, s: float) -> tuple[Any, Any]:
+        gain = prior_cov @ np.linalg.inv(prior_cov + s**2 * np.eye(y.size))
+        cov = prior_cov - gain @ prior_cov
+        return prior_mean + gain @ (y - prior_mean), np.sqrt(np.diag(cov))
+
+    steps = np.arange(1, n + 1)
+    draws = fit(spec)
+    assert_matches(draws["x"], *gaussian(np.zeros(n), q**2 * np.minimum.outer(steps, steps), y1, s1), "x")
+    assert_matches(draws["v"], *gaussian(m, w_factor @ w_factor.T + np.diag(d), y2, s2), "v")
