@@ -149,6 +149,7 @@ def compile_expr(node: Node) -> Compiled:
 def compile_dist(call: DistCall) -> Callable[[Env], dist.Distribution]:
     cls = getattr(dist, call.name)
     args = [(k, compile_expr(v)) for k, v in call.args]
+    args += [(k, compile_dist(inner)) for k, inner in call.nested]
     static = dict(call.static)
     return lambda env: cls(**static, **{k: f(env) for k, f in args})
 

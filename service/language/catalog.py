@@ -22,6 +22,7 @@ class Event(Enum):
     LKJ = "lkj"  # dimension d (an integer): event (d, d)
     LOW_RANK_MVN = "low_rank_mvn"  # loc (..., k), cov_factor (..., k, r), cov_diag (..., k): event (k,)
     RANDOM_WALK = "random_walk"  # scale (...), num_steps n (an integer): event (n,)
+    MIXTURE = "mixture"  # a Categorical over K and a component of batch (..., K): the component's event
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class DistInfo:
     loc_scale: bool = False
     """Has `loc` and `scale`, so `reparam: noncentered` applies."""
     discrete: bool = False
+    nested: frozenset[str] = frozenset()
+    """Parameters that are distributions themselves (a mixture's mixing and component distributions)."""
 
 
 def _d(params: str, *, required: str = "", one_of: str = "", **kw: object) -> DistInfo:
@@ -106,6 +109,10 @@ DISTRIBUTIONS: dict[str, DistInfo] = {
                                     constraints={"cov_diag": _POS}, event=Event.LOW_RANK_MVN),
     "GaussianRandomWalk": _d("scale num_steps", required="num_steps",
                              constraints={"scale": _POS, "num_steps": "dimension"}, event=Event.RANDOM_WALK),
+    "MixtureSameFamily": _d("mixing_distribution component_distribution",
+                            required="mixing_distribution component_distribution",
+                            nested=frozenset({"mixing_distribution", "component_distribution"}), support="component",
+                            event=Event.MIXTURE),
     "LKJCholesky": _d("dimension concentration", required="dimension",
                       constraints={"dimension": "dimension", "concentration": _POS}, support="corr_cholesky",
                       event=Event.LKJ),
@@ -185,5 +192,8 @@ diag, eye, outer, concatenate and stack; cholesky is the lower factor; add_diag(
 cholesky_solve(L, b) solves (L L^T) x = b given the Cholesky factor L; cov_exp_quad(x, alpha, rho) is the
 squared-exponential kernel alpha^2 exp(-|x_i - x_j|^2 / (2 rho^2)) (Stan's gp_exp_quad_cov); log_determinant
 is log |det A|."""
+
+MIXING = ("Categorical", "CategoricalProbs", "CategoricalLogits")
+"""What may mix a MixtureSameFamily's components."""
 
 LOC_SCALE = sorted(name for name, info in DISTRIBUTIONS.items() if info.loc_scale)

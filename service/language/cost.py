@@ -210,6 +210,8 @@ def _dist_values(call: DistCall, batch: Shape, path: str, symbols: dict[str, Sym
     values: list[Value] = []
     for _, node in call.args:
         values += _expression_values(node, path, symbols)
+    for _, inner in call.nested:  # a mixture's components: their arguments, and each component's log-density
+        values += _dist_values(inner, batch, path, symbols)
     if DISTRIBUTIONS[call.name].event is Event.MVN:
         k = call.event_shape[-1]
         values.append(Value(path, "Cholesky factor of the matrix", (*batch, k, k)))

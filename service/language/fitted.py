@@ -143,11 +143,12 @@ def declared_support(param: Param, data: Mapping[str, np.ndarray]) -> str | None
     prior cannot replace it (a simplex, a correlation matrix, Uniform with bounds known only when sampling)."""
     from service.language.catalog import DISTRIBUTIONS
 
-    info = DISTRIBUTIONS[param.dist.name]
+    call = param.dist.component  # a mixture's support is its components'
+    info = DISTRIBUTIONS[call.name]
     if info.discrete:
         return None
     if info.support == "interval":
-        args = dict(param.dist.args)
+        args = dict(call.args)
         low, high = _known_scalar(args.get("low"), data), _known_scalar(args.get("high"), data)
         if low is None or high is None or not low < high:
             return None

@@ -28,10 +28,19 @@ class DistCall:
     static: tuple[tuple[str, int], ...] = ()
     """Arguments that must be Python integers when lowered (LKJ dimension)."""
     event_shape: Shape = ()
+    nested: tuple[tuple[str, DistCall], ...] = ()
+    """Arguments that are distributions (a mixture's mixing and component distributions)."""
 
     def text(self) -> str:
         parts = [f"{k}={to_text(v)}" for k, v in self.args] + [f"{k}={v}" for k, v in self.static]
+        parts += [f"{k}={call.text()}" for k, call in self.nested]
         return f"{self.name}({', '.join(parts)})"
+
+    @property
+    def component(self) -> DistCall:
+        """What draws look like: a mixture's component distribution, else the distribution itself."""
+        nested = dict(self.nested)
+        return nested["component_distribution"].component if "component_distribution" in nested else self
 
 
 @dataclass(frozen=True)

@@ -75,8 +75,12 @@ def dependencies(draft: Draft) -> set[str]:
     if draft.dist is None:
         return set()
     out: set[str] = set()
-    for node in draft.dist.args.values():
-        out |= expr.names(node)
+    pending = [draft.dist]
+    while pending:
+        dist = pending.pop()
+        for node in dist.args.values():
+            out |= expr.names(node)
+        pending += dist.nested.values()
     return out
 
 

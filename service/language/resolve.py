@@ -93,15 +93,42 @@ def dist_shape(draft: DistDraft, checker: ShapeChecker, data: dict[str, np.ndarr
         shapes[pname] = shape
         # a value problem, not a shape problem: dependents can still be checked
         support.check_argument(draft, pname, node, data, problems)
+    nested: dict[str, tuple[DistCall, Shape, Shape]] = {}
+    for pname, inner in draft.nested.items():
+        resolved = dist_shape(inner, checker, data, problems)
+        if resolved is None:
+            ok = False
+        else:
+            nested[pname] = resolved
     if not ok:
         return None
     try:
-        batch, event = event_shapes(info.event, shapes, static)
+        if info.event is Event.MIXTURE:
+            batch, event = _mixture_shapes(draft, nested, checker)
+        else:
+            batch, event = event_shapes(info.event, shapes, static)
     except ShapeError as exc:
         problems.append(Problem(draft.path, f"{draft.name}: {exc}"))
         return None
     args = tuple((k, v) for k, v in draft.args.items() if k not in static)
-    return DistCall(draft.name, args, tuple(static.items()), event), batch, event
+    calls = tuple((k, call) for k, (call, _, _) in nested.items())
+    return DistCall(draft.name, args, tuple(static.items()), event, calls), batch, event
+
+
+def _mixture_shapes(draft: DistDraft, nested: dict[str, tuple[DistCall, Shape, Shape]],
+                    checker: ShapeChecker) -> tuple[Shape, Shape]:
+    """A mixture of K components: the mixing Categorical's probs end in K, the component's batch in K; the
+    mixture's batch is the rest of both, broadcast, and its event the component's."""
+    _, mixing_batch, _ = nested["mixing_distribution"]
+    _, component_batch, component_event = nested["component_distribution"]
+    mixing = draft.nested["mixing_distribution"]
+    weights = mixing.args.get("probs", mixing.args.get("logits"))
+    assert weights is not None  # one_of checked when bound
+    k = checker.shape(weights)[-1]
+    if not component_batch or component_batch[-1] != k:
+        raise ShapeError(f"the component distribution's batch shape {component_batch} must end in the {k} "
+                         "components the mixing distribution weighs")
+    return broadcast(mixing_batch, component_batch[:-1]), component_event
 
 
 def event_shapes(event: Event, shapes: dict[str, Shape], static: dict[str, int]) -> tuple[Shape, Shape]:
@@ -168,7 +195,7 @@ def _param(draft: ParamDraft, checker: ShapeChecker, coords: dict[str, list[Any]
            problems: list[Problem]) -> Param | None:
     if draft.dist is None:
         return None
-    if draft.dist.info.discrete:
+    if draft.dist.discrete:
         problems.append(Problem(draft.dist.path, f"{draft.dist.name} is discrete; NUTS samples continuous params "
                                                  "only (observe discrete data, or marginalise discrete unknowns)"))
         return None

@@ -11,14 +11,14 @@ import difflib
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from service.exceptions import Problem, SpecError
 from service.language import expr
-from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, DistInfo
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, MIXING, DistInfo
 from service.language.data import arrays
 from service.language.expr import Call, Node
 from service.language.text import MAX_LABEL_CHARS, label_problem
@@ -46,6 +46,14 @@ class DistDraft:
     args: dict[str, Node]
     """Arguments by numpyro's parameter names, positional ones included."""
     path: str
+    nested: dict[str, DistDraft] = field(default_factory=dict)
+    """Arguments that are distributions (info.nested), bound in turn."""
+
+    @property
+    def discrete(self) -> bool:
+        """Draws are integers: the distribution's own, or a mixture's components'."""
+        inner = self.nested.get("component_distribution")
+        return self.info.discrete or (inner is not None and inner.discrete)
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,10 @@ def dist(raw: Any, path: str, problems: list[Problem]) -> DistDraft | None:
     except SpecError as exc:
         problems += exc.problems
         return None
+    return _bind(node, path, problems, nested_ok=True)
+
+
+def _bind(node: Node, path: str, problems: list[Problem], *, nested_ok: bool) -> DistDraft | None:
     if not isinstance(node, Call):
         problems.append(Problem(path, f"expected a distribution such as Normal(0, 1), got "
                                       f"{expr.to_text(node)!r:.60}"))
@@ -132,6 +144,9 @@ def dist(raw: Any, path: str, problems: list[Problem]) -> DistDraft | None:
         hint = difflib.get_close_matches(node.func, DISTRIBUTIONS, n=1)
         where = "a function, not a distribution" if node.func in FUNCTIONS else "unknown distribution"
         problems.append(Problem(path, f"{where} {node.func!r}" + (f"; did you mean {hint[0]}?" if hint else "")))
+        return None
+    if info.nested and not nested_ok:
+        problems.append(Problem(path, f"{node.func} cannot be nested in another distribution"))
         return None
     if len(node.args) > len(info.params):
         problems.append(Problem(path, f"{node.func} takes at most {len(info.params)} positional argument(s) "
@@ -154,7 +169,18 @@ def dist(raw: Any, path: str, problems: list[Problem]) -> DistDraft | None:
     if info.one_of and sum(k in args for k in info.one_of) != 1:
         problems.append(Problem(path, f"{node.func} needs exactly one of {', '.join(info.one_of)}"))
         return None
-    return DistDraft(node.func, info, args, path)
+    nested: dict[str, DistDraft] = {}
+    for key in sorted(info.nested & set(args)):
+        inner = _bind(args.pop(key), f"{path}.{key}", problems, nested_ok=False)
+        if inner is None:
+            return None
+        nested[key] = inner
+    mixing = nested.get("mixing_distribution")
+    if mixing is not None and mixing.name not in MIXING:
+        problems.append(Problem(f"{path}.mixing_distribution", f"the components are mixed by one of "
+                                                               f"{', '.join(MIXING)}, not {mixing.name}"))
+        return None
+    return DistDraft(node.func, info, args, path, nested)
 
 
 def _section(doc: Mapping[str, Any], key: str, problems: list[Problem]) -> Mapping[Any, Any]:

@@ -50,6 +50,9 @@ def check_observed(dist: DistDraft, values: np.ndarray, data: dict[str, np.ndarr
     """Observed `values` (the data at `path`) against the support of `dist`."""
     if values.size == 0:
         return
+    if dist.info.support == "component":  # a mixture: its components' support
+        check_observed(dist.nested["component_distribution"], values, data, path, problems)
+        return
     integral = bool(np.all(np.floor(values) == values))
     message = None
     match dist.info.support:

@@ -165,6 +165,7 @@ PARAM_USES = {
     "MultivariateNormal": "MultivariateNormal(loc, scale_tril=L)", "LKJCholesky": "LKJCholesky(3, 2)",
     "LowRankMultivariateNormal": "LowRankMultivariateNormal(loc, L, exp(loc))",
     "GaussianRandomWalk": "GaussianRandomWalk(0.5, num_steps=6)",
+    "MixtureSameFamily": "MixtureSameFamily(Categorical(probs), Normal(conc, 1))",
     "LKJ": "LKJ(3, 2)",
 }
 OBSERVE_USES = {

@@ -193,3 +193,36 @@ def test_random_walk_and_low_rank_normal_with_gaussian_observations() -> None:
     draws = fit(spec)
     assert_matches(draws["x"], *gaussian(np.zeros(n), q**2 * np.minimum.outer(steps, steps), y1, s1), "x")
     assert_matches(draws["v"], *gaussian(m, w_factor @ w_factor.T + np.diag(d), y2, s2), "v")
+
+
+def test_mixtures_as_a_prior_and_as_a_likelihood() -> None:
+    """MixtureSameFamily both ways. As theta's prior with y ~ Normal(theta, 1): the posterior is a mixture of
+    normals, exactly (updated weights, means and variances). As the likelihood of y with a shared unknown mu
+    (components Normal(stack(mu, mu + 3), 1)): mu's posterior by quadrature on a fine grid."""
+    from scipy import stats
+
+    w, m, s = np.array([0.3, 0.7]), np.array([-1.0, 1.5]), np.array([1.0, 0.8])
+    y = np.array([0.4, 1.1, -0.2])
+    prior = {"spec": 1, "data": {"y": y.tolist(), "w": w.tolist(), "m": m.tolist(), "s": s.tolist()},
+             "params": {"theta": "MixtureSameFamily(Categorical(w), Normal(m, s))"},
+             "observe": {"y": "Normal(theta, 1)"}}
+    n, ybar = y.size, y.mean()
+    precision = 1 / s**2 + n
+    means = (m / s**2 + n * ybar) / precision
+    weights = w * stats.norm.pdf(ybar, m, np.sqrt(s**2 + 1 / n))
+    weights /= weights.sum()
+    mean = weights @ means
+    sd = np.sqrt(weights @ (1 / precision + means**2) - mean**2)
+    assert_matches(fit(prior)["theta"], mean, sd, "theta")
+
+    data = np.array([-0.8, 0.3, 0.1, 2.9, 3.4, 2.2, 3.9, 0.6, 2.7, 3.1])
+    likelihood = {"spec": 1, "data": {"y": data.tolist(), "w": [0.4, 0.6]},
+                  "params": {"mu": "Normal(0, 5)"},
+                  "observe": {"y": "MixtureSameFamily(Categorical(w), Normal(stack(mu, mu + 3, axis=-1), 1))"}}
+    grid = np.linspace(-6, 6, 24001)
+    log_post = stats.norm.logpdf(grid, 0, 5) + np.log(
+        0.4 * stats.norm.pdf(data[:, None], grid, 1) + 0.6 * stats.norm.pdf(data[:, None], grid + 3, 1)).sum(axis=0)
+    density = np.exp(log_post - log_post.max())
+    density /= density.sum()
+    mean = density @ grid
+    assert_matches(fit(likelihood)["mu"], mean, np.sqrt(density @ (grid - mean) ** 2), "mu")

@@ -205,6 +205,18 @@ BAD_SPECS: dict[str, tuple[dict[str, Any], str, str]] = {
     "concatenate mismatched": (with_(define__x="concatenate(outer(k, k), outer(k, theta))"), "define.x",
                                "differ off axis 0"),
     "stack mismatched": (with_(define__x="stack(theta, k)"), "define.x", "arrays of one shape"),
+    "mixture mixed by a normal": (with_(params__m="MixtureSameFamily(Normal(0, 1), Normal(k, 1))"),
+                                  "params.m.mixing_distribution", "mixed by one of Categorical"),
+    "mixture of too few components": (with_(data__w=[0.5, 0.5], params__m="MixtureSameFamily(Categorical(w), "
+                                                                           "Normal(k, 1))"),
+                                      "params.m", "must end in the 2 components"),
+    "mixture nested in a mixture": (with_(data__w=[0.5, 0.5], params__m="MixtureSameFamily(Categorical(w), "
+                                          "MixtureSameFamily(Categorical(w), Normal(0, 1)))"),
+                                    "params.m.component_distribution", "cannot be nested"),
+    "mixture of discrete components as a param": (with_(data__w=[0.25] * 4, params__m="MixtureSameFamily("
+                                                        "Categorical(w), Poisson(n))"), "params.m", "is discrete"),
+    "bad argument inside a mixture": (with_(data__w=[0.25] * 4, params__m="MixtureSameFamily(Categorical(w), "
+                                            "Normal(k, -1))"), "params.m.component_distribution", "positive"),
     "add_diag of the wrong length": (with_(define__x="add_diag(outer(k, k), theta)"), "define.x",
                                      "a scalar or of shape (4,)"),
 }
@@ -254,3 +266,13 @@ def test_yaml_and_json_read_the_same(eight_schools: dict[str, Any]) -> None:
     assert loads(json.dumps(eight_schools)) == eight_schools
     with pytest.raises(SpecError, match="not valid YAML"):
         loads("spec: [1, 2")
+
+
+def test_a_mixture_round_trips_through_the_graph_spec() -> None:
+    doc = {"spec": 1, "data": {"y": [0.5, 1.2], "w": [0.3, 0.7], "m": [-1.0, 1.5]},
+           "params": {"theta": "MixtureSameFamily(Categorical(w), Normal(m, 1))", "sigma": "HalfNormal(1)"},
+           "observe": {"y": "MixtureSameFamily(CategoricalProbs(w), Normal(stack(theta, theta + 1), sigma))"}}
+    model = validate(doc)
+    assert model.variables["theta"].shape == ()
+    again = validate({**graph_spec(model), "data": doc["data"]})
+    assert again.structure_key() == model.structure_key()
