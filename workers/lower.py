@@ -64,6 +64,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "maximum": jnp.maximum,
     "pow": jnp.power,
     "where": jnp.where,
+    "normal_lpdf": norm.logpdf,
     "sum": jnp.sum,
     "mean": jnp.mean,
     "logsumexp": logsumexp,
@@ -111,8 +112,14 @@ _BINARY: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def compile_expr(node: Node) -> Compiled:
-    """Turn an expression tree into a function of the environment (names -> arrays)."""
+def compile_expr(node: Node, constants: dict[str, int] | None = None) -> Compiled:
+    """Turn an expression tree into a function of the environment (names -> arrays). `constants`: the integer
+    scalar data by name, for what must be static (a recurrence's length)."""
+    constants = constants or {}
+
+    def sub(n: Node) -> Compiled:
+        return compile_expr(n, constants)
+
     match node:
         case Num(value=v):
             value = float(v) if isinstance(v, float) else v
@@ -120,21 +127,24 @@ def compile_expr(node: Node) -> Compiled:
         case Name(id=name):
             return lambda env: env[name]
         case Neg(operand=o):
-            inner = compile_expr(o)
+            inner = sub(o)
             return lambda env: jnp.negative(inner(env))
         case BinOp(op=op, left=a, right=b) | Compare(op=op, left=a, right=b):
-            fn, left, right = _BINARY[op], compile_expr(a), compile_expr(b)
+            fn, left, right = _BINARY[op], sub(a), sub(b)
             return lambda env: fn(left(env), right(env))
+        case Call(func="recurrence", args=(init, step, length)):
+            n = length.value if isinstance(length, Num) else constants[length.id]  # type: ignore[union-attr]
+            return _recurrence(sub(init), sub(step), int(n))
         case Call(func=func, args=args, kwargs=kwargs):
-            fn, compiled = FUNCTIONS[func], [compile_expr(a) for a in args]
+            fn, compiled = FUNCTIONS[func], [sub(a) for a in args]
             options = {key: static_int(value, key) for key, value in kwargs}
             if func == "eye":  # its size fixes a shape: the literal itself, not a traced value
                 size = static_int(args[0], "eye(n)")
                 return lambda env: fn(size)
             return lambda env: fn(*(c(env) for c in compiled), **options)
         case Index(value=value, items=items):
-            base = compile_expr(value)
-            parts = [item if isinstance(item, Slice) else compile_expr(item) for item in items]
+            base = sub(value)
+            parts = [item if isinstance(item, Slice) else sub(item) for item in items]
 
             def index(env: Env) -> Any:
                 key = tuple(
@@ -146,10 +156,33 @@ def compile_expr(node: Node) -> Compiled:
     raise TypeError(f"cannot lower {node!r}")
 
 
-def compile_dist(call: DistCall) -> Callable[[Env], dist.Distribution]:
+def _recurrence(init: Compiled, step: Compiled, n: int) -> Compiled:
+    """h[0] = init, h[t] = step(prev=h[t - 1], t) for t = 1 .. n - 1, as one lax.scan."""
+
+    def run(env: Env) -> Any:
+        start = jnp.asarray(init(env), dtype=jnp.result_type(float))
+
+        def body(prev: Any, t: Any) -> tuple[Any, Any]:
+            new = jnp.asarray(step({**env, "prev": prev, "t": t}), dtype=start.dtype)
+            return new, new
+
+        _, rest = jax.lax.scan(body, start, jnp.arange(1, n))
+        return jnp.concatenate([start[None], rest])
+
+    return run
+
+
+def _factor_step(name: str, fn: Compiled) -> Callable[[Env], None]:
+    def step(env: Env) -> None:
+        numpyro.factor(name, jnp.sum(fn(env)))
+
+    return step
+
+
+def compile_dist(call: DistCall, constants: dict[str, int] | None = None) -> Callable[[Env], dist.Distribution]:
     cls = getattr(dist, call.name)
-    args = [(k, compile_expr(v)) for k, v in call.args]
-    args += [(k, compile_dist(inner)) for k, inner in call.nested]
+    args = [(k, compile_expr(v, constants)) for k, v in call.args]
+    args += [(k, compile_dist(inner, constants)) for k, inner in call.nested]
     static = dict(call.static)
     return lambda env: cls(**static, **{k: f(env) for k, f in args})
 
@@ -157,6 +190,7 @@ def compile_dist(call: DistCall) -> Callable[[Env], dist.Distribution]:
 def lower(model: Model) -> Callable[[dict[str, Any]], None]:
     """The numpyro model `fn(data)` for a validated Model."""
     fitted = model.fitted_by_param
+    constants = {k: int(v) for k, v in model.data.items() if v.ndim == 0 and np.issubdtype(v.dtype, np.integer)}
     placed: set[int] = set()
     steps: list[Callable[[Env], None]] = []
     for node in model.nodes:
@@ -170,11 +204,14 @@ def lower(model: Model) -> Callable[[dict[str, Any]], None]:
                 placed.add(index)
                 steps.append(_mvn_step(f"_prior_{index}", prior))
         elif isinstance(node, Param):
-            steps.append(_sample_step(node.name, compile_dist(node.dist), node.batch_shape, observed=False))
+            steps.append(_sample_step(node.name, compile_dist(node.dist, constants), node.batch_shape,
+                                      observed=False))
         else:
-            steps.append(_define_step(node.name, compile_expr(node.expr)))
+            steps.append(_define_step(node.name, compile_expr(node.expr, constants)))
     for obs in model.observes:
-        steps.append(_sample_step(obs.name, compile_dist(obs.dist), obs.batch_shape, observed=True))
+        steps.append(_sample_step(obs.name, compile_dist(obs.dist, constants), obs.batch_shape, observed=True))
+    for factor in model.factors:
+        steps.append(_factor_step(factor.name, compile_expr(factor.expr, constants)))
 
     def numpyro_model(data: dict[str, Any]) -> None:
         env: Env = dict(data)

@@ -138,6 +138,7 @@ class Fn(Enum):
     DETERMINANT = "determinant"  # (..., n, n) -> (...)
     CONCATENATE = "concatenate"  # arrays joined along an existing axis (axis=, default 0)
     STACK = "stack"  # equal shapes stacked along a new axis (axis=, default 0)
+    RECURRENCE = "recurrence"  # (init, step, length): (length, *init's shape), a scan over t = 1 .. length - 1
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,7 @@ FUNCTIONS: dict[str, FnInfo] = {
     "maximum": _f(Fn.ELEMENTWISE, 2),
     "pow": _f(Fn.ELEMENTWISE, 2),
     "where": _f(Fn.ELEMENTWISE, 3),
+    "normal_lpdf": _f(Fn.ELEMENTWISE, 3),
     **{name: _f(Fn.REDUCE, keywords="axis") for name in ("sum", "mean", "logsumexp", "max", "min", "prod")},
     "dot": _f(Fn.MATMUL, 2),
     "softmax": _f(Fn.LAST_AXIS),
@@ -185,13 +187,22 @@ FUNCTIONS: dict[str, FnInfo] = {
     "log_determinant": _f(Fn.DETERMINANT),
     "concatenate": _f(Fn.CONCATENATE, VARIADIC, "axis"),
     "stack": _f(Fn.STACK, VARIADIC, "axis"),
+    "recurrence": _f(Fn.RECURRENCE, 3),
 }
 """Function name -> shape rule, arguments, keywords. Semantics (workers/lower.py): numpy's for the reductions,
 diag, eye, outer, concatenate and stack; cholesky is the lower factor; add_diag(K, d) is K + d on the diagonal
 (Stan's add_diag; d a scalar or (n,)); triangular_solve(L, b) solves L x = b for lower-triangular L;
 cholesky_solve(L, b) solves (L L^T) x = b given the Cholesky factor L; cov_exp_quad(x, alpha, rho) is the
 squared-exponential kernel alpha^2 exp(-|x_i - x_j|^2 / (2 rho^2)) (Stan's gp_exp_quad_cov); log_determinant
-is log |det A|."""
+is log |det A|; normal_lpdf(x, loc, scale) is the normal log density, elementwise (for a `factor`, as
+in an HMM's forward algorithm). recurrence(init, step, length) is the sequence h with h[0] = init and h[t] = step for
+t = 1 .. length - 1, where `step` is an expression of `prev` (h[t - 1]) and `t` (the step index) and any
+other name: lowered to one jax.lax.scan; length is an integer literal or integer scalar data."""
+
+RECURRENCE_NAMES = ("prev", "t")
+"""The names a recurrence's step binds: the previous value and the step index."""
+MAX_RECURRENCE_STEPS = 100_000
+"""Longest recurrence: a scan's steps run one after another, and its gradient keeps every step's values."""
 
 MIXING = ("Categorical", "CategoricalProbs", "CategoricalLogits")
 """What may mix a MixtureSameFamily's components."""

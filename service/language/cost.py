@@ -150,6 +150,8 @@ def evaluation(model: Model) -> EvaluationCost:
         path = f"observe.{obs.name}"
         values += _dist_values(obs.dist, obs.batch_shape, path, symbols)
         values.append(Value(path, f"log density of {obs.name}", obs.shape))
+    for factor in model.factors:
+        values += _expression_values(factor.expr, f"factor.{factor.name}", symbols)
     return EvaluationCost(tuple(values), sum(v.nbytes for v in model.data.values()))
 
 

@@ -66,6 +66,8 @@ def graph_spec(model: Model) -> dict[str, Any]:
     if define:
         out["define"] = define
     out["observe"] = {o.name: o.dist.text() for o in model.observes}
+    if model.factors:
+        out["factor"] = {f.name: expr.to_text(f.expr) for f in model.factors}
     if model.fitted:
         out["fitted_priors"] = [fitted_spec(prior) for prior in model.fitted]
     return out

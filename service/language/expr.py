@@ -325,6 +325,27 @@ def _slice_bound(node: ast.expr | None) -> int | None:
     return value.value
 
 
+def recurrence_lengths(node: Node) -> set[str]:
+    """Names given as a recurrence's length anywhere in `node`."""
+    out: set[str] = set()
+    stack: list[Node | Slice] = [node]
+    while stack:
+        n = stack.pop()
+        match n:
+            case Call(func="recurrence", args=(init, step, Name(id=length))):
+                out.add(length)
+                stack += [init, step]
+            case Call(args=args, kwargs=kwargs):
+                stack += list(args) + [v for _, v in kwargs]
+            case Neg(operand=o):
+                stack.append(o)
+            case BinOp(left=a, right=b) | Compare(left=a, right=b):
+                stack += [a, b]
+            case Index(value=v, items=items):
+                stack += [v, *items]
+    return out
+
+
 def names(node: Node) -> set[str]:
     """Every name an expression refers to (functions excluded)."""
     out: set[str] = set()
@@ -338,6 +359,9 @@ def names(node: Node) -> set[str]:
                 stack.append(o)
             case BinOp(left=a, right=b) | Compare(left=a, right=b):
                 stack += [a, b]
+            case Call(func="recurrence", args=(init, step, length)):  # its step binds prev and t
+                stack += [init, length]
+                out |= names(step) - {"prev", "t"}
             case Call(args=args, kwargs=kwargs):
                 stack += list(args) + [v for _, v in kwargs]
             case Index(value=v, items=items):

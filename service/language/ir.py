@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from service.language.expr import Node, to_text
+from service.language.expr import Node, recurrence_lengths, to_text
 
 Shape = tuple[int, ...]
 
@@ -92,6 +92,15 @@ class Observe:
 
 
 @dataclass(frozen=True)
+class Factor:
+    """A term added to the log density: the sum of its expression (Stan's `target +=`)."""
+
+    name: str
+    expr: Node
+    shape: Shape
+
+
+@dataclass(frozen=True)
 class FittedMember:
     """One param of the model that a fitted prior replaces, in the prior's vector order."""
 
@@ -153,6 +162,7 @@ class Model:
     nodes: tuple[Param | Define, ...]
     observes: tuple[Observe, ...]
     spec: dict[str, Any] = field(default_factory=dict)
+    factors: tuple[Factor, ...] = ()
     """The spec as the user gave it (after the formula front end, if any)."""
     fitted: tuple[FittedPrior, ...] = ()
     """Fitted (empirical) priors replacing the declared priors of their members."""
@@ -189,11 +199,29 @@ class Model:
         layout = {
             "nodes": repr(self.nodes),
             "observes": repr(self.observes),
+            **({"factors": repr(self.factors)} if self.factors else {}),
             "data": {k: [v.dtype.str, list(v.shape)] for k, v in sorted(self.data.items())},
         }
         if self.fitted:  # its numbers are constants of the compiled program
             layout["fitted"] = [prior.digest for prior in self.fitted]
+        if lengths := self.static_data():  # a recurrence's length from data is a constant of the program too
+            layout["static"] = lengths
         return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()
+
+    def static_data(self) -> dict[str, int]:
+        """Integer scalar data that fix the compiled program: those naming a recurrence's length."""
+        found: dict[str, int] = {}
+        roots: list[Any] = [n.expr for n in self.nodes if isinstance(n, Define)] + [f.expr for f in self.factors]
+        calls: list[DistCall] = [p.dist for p in self.params] + [o.dist for o in self.observes]
+        while calls:
+            call = calls.pop()
+            roots += [v for _, v in call.args]
+            calls += [c for _, c in call.nested]
+        for root in roots:
+            for name in recurrence_lengths(root):
+                if name in self.data:
+                    found[name] = int(self.data[name])
+        return dict(sorted(found.items()))
 
     def parameter_layout(self) -> str:
         """Hash of what shapes the unconstrained parameter vector NUTS moves on: each param's name, shape,

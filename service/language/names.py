@@ -22,7 +22,7 @@ def check(sections: Sections, problems: list[Problem]) -> None:
     coords = sections.coords
     seen: dict[str, str] = {}
     entries = ([(n, "data") for n in sections.data] + [(p.name, "params") for p in sections.params]
-               + [(d.name, "define") for d in sections.defines])
+               + [(d.name, "define") for d in sections.defines] + [(f, "factor") for f in sections.factors])
     for name, section in entries:
         path = f"{section}.{name}"
         if not expr.NAME_RE.match(name):

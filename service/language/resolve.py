@@ -17,7 +17,7 @@ from service.exceptions import Problem, SpecError
 from service.language import expr, support
 from service.language.catalog import Event
 from service.language.expr import Name, Num
-from service.language.ir import Define, DistCall, Model, Observe, Param, Shape
+from service.language.ir import Define, DistCall, Factor, Model, Observe, Param, Shape
 from service.language.sections import DefineDraft, DistDraft, Draft, ParamDraft, Sections
 from service.language.shapes import MAX_DIMS, ShapeChecker, ShapeError, Symbol, broadcast
 
@@ -50,10 +50,15 @@ def resolve(sections: Sections, ordered: list[Draft], problems: list[Problem]) -
                 return None
     observes = [o for name, dist in sections.observes.items()
                 if (o := _observe(name, dist, checker, data, problems)) is not None]
+    factors = []
+    for name, term in sections.factors.items():
+        shape = checker.check(term, f"factor.{name}", problems) if term is not None else None
+        if term is not None and shape is not None:
+            factors.append(Factor(name, term, shape))
     _check_unnamed_dims(nodes, observes, coords, problems)
     if problems:
         return None
-    return Model(data=data, coords=coords, nodes=tuple(nodes), observes=tuple(observes))
+    return Model(data=data, coords=coords, nodes=tuple(nodes), observes=tuple(observes), factors=tuple(factors))
 
 
 def _check_unnamed_dims(nodes: list[Param | Define], observes: list[Observe], coords: dict[str, list[Any]],

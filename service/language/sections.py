@@ -23,7 +23,7 @@ from service.language.data import arrays
 from service.language.expr import Call, Node
 from service.language.text import MAX_LABEL_CHARS, label_problem
 
-TOP_KEYS = ("spec", "data", "coords", "params", "define", "observe", "fitted_priors", "name", "description")
+TOP_KEYS = ("spec", "data", "coords", "params", "define", "observe", "factor", "fitted_priors", "name", "description")
 PARAM_KEYS = ("dist", "dims", "shape", "reparam", "label", "keep")
 DEFINE_KEYS = ("expr", "dims", "label", "keep")
 MAX_NAMES = 2_000
@@ -102,6 +102,8 @@ class Sections:
     defines: list[DefineDraft]
     observes: dict[str, DistDraft | None]
     """By data name; None where the distribution had a problem, so the name is still checked."""
+    factors: dict[str, Node | None] = field(default_factory=dict)
+    """Terms added to the log density (Stan's `target +=`), summed; None where the expression had a problem."""
 
     @property
     def drafts(self) -> list[Draft]:
@@ -119,9 +121,24 @@ def read(doc: Mapping[str, Any], problems: list[Problem]) -> Sections:
     params = [_param(str(k), v, problems) for k, v in _section(doc, "params", problems).items()]
     defines = [_define(str(k), v, problems) for k, v in _section(doc, "define", problems).items()]
     observes = {str(k): _observe(str(k), v, problems) for k, v in _section(doc, "observe", problems).items()}
+    factors = {str(k): _factor(str(k), v, problems) for k, v in _section(doc, "factor", problems).items()}
     if not params:
         problems.append(Problem("params", "a model needs at least one param to sample"))
-    return Sections(data, coords, params, defines, observes)
+    return Sections(data, coords, params, defines, observes, factors)
+
+
+def _factor(name: str, raw: Any, problems: list[Problem]) -> Node | None:
+    path = f"factor.{name}"
+    try:
+        node = expr.parse(raw, path)
+    except SpecError as exc:
+        problems += exc.problems
+        return None
+    if isinstance(node, Call) and node.func in DISTRIBUTIONS:
+        problems.append(Problem(path, f"{node.func} is a distribution; a factor is an expression whose sum is added "
+                                      "to the log density"))
+        return None
+    return node
 
 
 def dist(raw: Any, path: str, problems: list[Problem]) -> DistDraft | None:

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.exceptions import Problem
-from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, VARIADIC, Fn
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, MAX_RECURRENCE_STEPS, RECURRENCE_NAMES, VARIADIC, Fn
 from service.language.data import MAX_DATA_DIMS
-from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice, to_text
+from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice, names, to_text
 from service.language.ir import Shape
 
 MAX_DIMS = MAX_DATA_DIMS
@@ -139,6 +139,8 @@ class ShapeChecker:
             raise ShapeError(f"{func}() takes {info.arity} argument(s), got {len(args)}")
         if info.rule is Fn.EYE:
             return self._eye(args[0])
+        if info.rule is Fn.RECURRENCE:
+            return self._recurrence(*args)
         shapes = [self.shape(a) for a in args]
         if func == "pow":
             self._check_power(*args)
@@ -197,6 +199,39 @@ class ShapeChecker:
                 a = _axis(func, axis or 0, len(shapes[0]) + 1)
                 return (*shapes[0][:a], len(shapes), *shapes[0][a:])
         raise ShapeError(f"unknown function {func!r}")
+
+    def _recurrence(self, init: Node, step: Node, length: Node) -> Shape:
+        n = self.static_length(length)
+        carry = self.shape(init)
+        shadowed = [name for name in RECURRENCE_NAMES if self.symbols.get(name, Symbol("", ())).kind
+                    in ("data", "param", "define")]
+        if shadowed:
+            raise ShapeError(f"recurrence(): inside its step {' and '.join(shadowed)} name the previous value and "
+                             "the step index; rename the model's variable(s) of that name")
+        if "recurrence" in {c.func for c in _calls(step)}:
+            raise ShapeError("recurrence(): a step cannot contain another recurrence")
+        steps = np.arange(1, max(n, 1))
+        outer = self.on_shape
+        # the scan computes (and its gradient keeps) every value of the step once per step
+        inner = ShapeChecker({**self.symbols, "prev": Symbol("previous value", carry),
+                              "t": Symbol("step index", (), steps)},
+                             on_shape=None if outer is None else lambda node, shape: outer(node, (n - 1, *shape)))
+        got = inner.shape(step)
+        if got != carry:
+            raise ShapeError(f"recurrence(): the step has shape {_fmt(got)}, the initial value {_fmt(carry)}; they "
+                             "must be equal")
+        return (n, *carry)
+
+    def static_length(self, node: Node) -> int:
+        """A recurrence's length: an integer literal or integer scalar data, 1 .. MAX_RECURRENCE_STEPS."""
+        value = self._known(node)
+        if value is None or value.ndim != 0 or not np.issubdtype(value.dtype, np.integer):
+            raise ShapeError(f"recurrence(): the length must be an integer literal or integer scalar data, got "
+                             f"{_text(node)}")
+        n = int(value)
+        if not 1 <= n <= MAX_RECURRENCE_STEPS:
+            raise ShapeError(f"recurrence(): the length must be between 1 and {MAX_RECURRENCE_STEPS}, got {n}")
+        return n
 
     def _eye(self, size: Node) -> Shape:
         n = static_int(size, "eye(n)")
@@ -258,6 +293,7 @@ class ShapeChecker:
                 continue
             size = base[axis]
             values = self._index_values(item)
+            shape = self.shape(item) if not isinstance(item, Num) else ()
             low = -size if isinstance(item, Num) else 0  # a literal may count from the end, data may not
             if values.size and values.min() < low:
                 raise ShapeError(f"index {_describe(item)} out of range: min {int(values.min())} on axis {axis}"
@@ -266,7 +302,7 @@ class ShapeChecker:
                 raise ShapeError(
                     f"index {_describe(item)} out of range: max {int(values.max())} >= size {size} of axis {axis}"
                 )
-            point[axis] = values.shape
+            point[axis] = shape
         arrays = any(point.values())
         axes = sorted(point)
         if arrays and axes != list(range(axes[0], axes[0] + len(axes))):
@@ -286,16 +322,44 @@ class ShapeChecker:
             if not isinstance(item.value, int):
                 raise ShapeError(f"index {item.value!r} is not an integer")
             return np.asarray(item.value)
+        if isinstance(item, BinOp) and item.op in ("+", "-") and _mentions_step(item):
+            # t - 1, t + k: every value the step index takes, shifted (for the bounds check)
+            left, right = self._index_values(item.left), self._index_values(item.right)
+            return np.asarray(left + right if item.op == "+" else left - right)
         if isinstance(item, Name):
             sym = self.symbols.get(item.id)
             if sym is None:
                 raise ShapeError(f"unknown name {item.id!r}")
+            if sym.kind == "step index" and sym.values is not None:
+                return sym.values
             if sym.kind != "data" or sym.values is None:
                 raise ShapeError(f"index {item.id!r} is a {sym.kind}; indices must be integer data")
             if not np.issubdtype(sym.values.dtype, np.integer):
                 raise ShapeError(f"index {item.id!r} is not integer data (dtype {sym.values.dtype})")
             return sym.values
-        raise ShapeError("an index must be integer data, an integer literal or a slice")
+        raise ShapeError("an index must be integer data, an integer literal, a slice, or in a recurrence's step "
+                         "t plus or minus an integer literal")
+
+
+def _mentions_step(node: Node) -> bool:
+    return "t" in names(node)
+
+
+def _calls(node: Node) -> list[Call]:
+    found, stack = [], [node]
+    while stack:
+        n = stack.pop()
+        match n:
+            case Call(args=args, kwargs=kwargs):
+                found.append(n)
+                stack += [*args, *(v for _, v in kwargs)]
+            case Neg(operand=o):
+                stack.append(o)
+            case BinOp(left=a, right=b) | Compare(left=a, right=b):
+                stack += [a, b]
+            case Index(value=v, items=items):
+                stack += [v, *(i for i in items if not isinstance(i, Slice))]
+    return found
 
 
 def static_int(node: Node, what: str) -> int:
@@ -338,4 +402,6 @@ def _text(node: Node) -> str:
 
 
 def _describe(item: Node) -> str:
-    return repr(item.id) if isinstance(item, Name) else repr(getattr(item, "value", item))
+    if isinstance(item, Name):
+        return repr(item.id)
+    return repr(item.value) if isinstance(item, Num) else _text(item)

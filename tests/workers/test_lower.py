@@ -77,6 +77,7 @@ CASES: list[tuple[str, Any]] = [
     ("minimum(a, b)", lambda v: np.minimum(v["a"], v["b"])),
     ("maximum(a, b)", lambda v: np.maximum(v["a"], v["b"])),
     ("pow(b, 3)", lambda v: v["b"] ** 3),
+    ("normal_lpdf(M, a, b)", lambda v: st.norm.logpdf(v["M"], v["a"], v["b"])),
     ("sum(M)", lambda v: v["M"].sum()),
     ("mean(a)", lambda v: v["a"].mean()),
     ("logsumexp(a)", lambda v: sp.logsumexp(v["a"])),
@@ -113,7 +114,19 @@ CASES: list[tuple[str, Any]] = [
     ("concatenate(M, M, axis=1)", lambda v: np.concatenate([v["M"], v["M"]], axis=1)),
     ("stack(a, b)", lambda v: np.stack([v["a"], v["b"]])),
     ("stack(a, b, axis=-1)", lambda v: np.stack([v["a"], v["b"]], axis=-1)),
+    ("recurrence(0.5, 0.9 * prev + a[t], 3)", lambda v: _loop(0.5, lambda h, t: 0.9 * h + v["a"][t], 3)),
+    ("recurrence(b, 0.5 * prev + M[1, t - 1], 3)", lambda v: _loop(v["b"], lambda h, t: 0.5 * h + v["M"][1, t - 1], 3)),
+    ("recurrence(a, logsumexp(transpose(S) + prev, axis=-1) + M[0, t], 2)",
+     lambda v: _loop(v["a"], lambda h, t: sp.logsumexp(v["S"].T + h, axis=-1) + v["M"][0, t], 2)),
 ]
+
+
+def _loop(init: Any, step: Any, n: int) -> np.ndarray:
+    """A recurrence the plain way: h[0] = init, h[t] = step(h[t - 1], t)."""
+    out = [np.asarray(init, dtype=float)]
+    for t in range(1, n):
+        out.append(np.asarray(step(out[-1], t), dtype=float))
+    return np.stack(out)
 
 
 def test_every_function_has_a_case() -> None:

@@ -85,8 +85,8 @@ def test_field_problems_are_all_reported_with_their_paths() -> None:
         observe={"y": {"dist": "Normal(0, 1)", "sd": 1}},
     )
     assert problems == [
-        ("priors", "unknown section; expected one of spec, data, coords, params, define, observe, fitted_priors, name, "
-                   "description"),
+        ("priors", "unknown section; expected one of spec, data, coords, params, define, observe, factor, "
+                   "fitted_priors, name, description"),
         ("coords.a", "must be a non-empty list of labels"),
         ("coords.b", "labels must be strings or numbers"),
         ("coords.c", "labels must be unique"),

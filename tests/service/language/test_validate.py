@@ -217,6 +217,23 @@ BAD_SPECS: dict[str, tuple[dict[str, Any], str, str]] = {
                                                         "Categorical(w), Poisson(n))"), "params.m", "is discrete"),
     "bad argument inside a mixture": (with_(data__w=[0.25] * 4, params__m="MixtureSameFamily(Categorical(w), "
                                             "Normal(k, -1))"), "params.m.component_distribution", "positive"),
+    "recurrence reading past the end": (with_(define__x="recurrence(0.0, prev + y[t + 1], 8)"), "define.x",
+                                        "out of range: max 8 >= size 8"),
+    "recurrence of length zero": (with_(define__x="recurrence(0.0, prev, 0)"), "define.x", "between 1 and 100000"),
+    "recurrence too long": (with_(define__x="recurrence(0.0, prev, 100001)"), "define.x", "between 1 and 100000"),
+    "recurrence length from a param": (with_(define__x="recurrence(0.0, prev, mu)"), "define.x",
+                                       "integer literal or integer scalar data"),
+    "recurrence step of another shape": (with_(define__x="recurrence(0.0, prev + theta, 8)"), "define.x",
+                                         "the step has shape (8,), the initial value ()"),
+    "recurrence in a recurrence": (with_(define__x="recurrence(0.0, prev + sum(recurrence(0.0, prev, 2)), 4)"),
+                                   "define.x", "cannot contain another recurrence"),
+    "recurrence index by a param": (with_(define__x="recurrence(0.0, prev + y[t - mu], 8)"), "define.x",
+                                    "must be integer data"),
+    "factor as a distribution": (with_(factor={"extra": "Normal(mu, 1)"}), "factor.extra", "is a distribution"),
+    "factor of an unknown name": (with_(factor={"extra": "log(muu)"}), "factor.extra", "unknown name 'muu'"),
+    "factor named like a param": (with_(factor={"mu": "-square(mu)"}), "factor.mu", "already used in params"),
+    "recurrence shadowing a variable": (with_(params__t="Normal(0, 1)", define__x="recurrence(0.0, prev + t, 3)"),
+                                        "define.x", "rename the model's variable"),
     "add_diag of the wrong length": (with_(define__x="add_diag(outer(k, k), theta)"), "define.x",
                                      "a scalar or of shape (4,)"),
 }
@@ -276,3 +293,26 @@ def test_a_mixture_round_trips_through_the_graph_spec() -> None:
     assert model.variables["theta"].shape == ()
     again = validate({**graph_spec(model), "data": doc["data"]})
     assert again.structure_key() == model.structure_key()
+
+
+def test_a_recurrence_length_from_data_keys_the_compiled_program() -> None:
+    """Two models differing only in the integer data giving a recurrence's length compile apart (the length is a
+    constant of the program); other integer scalars do not matter."""
+    def doc(n: int, other: int) -> dict[str, Any]:
+        return {"spec": 1, "data": {"n": n, "other": other, "y": [0.1, 0.2, 0.3, 0.4]},
+                "params": {"mu": "Normal(0, 1)"},
+                "define": {"s": "sum(recurrence(mu, 0.5 * prev + y[t], n))"}, "observe": {"y": "Normal(s, 1)"}}
+    key = validate(doc(3, 1)).structure_key()
+    assert validate(doc(3, 2)).structure_key() == key
+    assert validate(doc(4, 1)).structure_key() != key
+    assert validate(doc(4, 1)).static_data() == {"n": 4}
+
+
+def test_a_factor_adds_to_the_log_density_and_round_trips() -> None:
+    doc = with_(factor={"soft_sum_to_zero": "normal_lpdf(sum(theta), 0, 0.01)"})
+    model = validate(doc)
+    assert [(f.name, f.shape) for f in model.factors] == [("soft_sum_to_zero", ())]
+    spec = graph_spec(model)
+    assert spec["factor"] == {"soft_sum_to_zero": "normal_lpdf(sum(theta), 0, 0.01)"}
+    assert validate({**spec, "data": doc["data"]}).structure_key() == model.structure_key()
+    assert model.structure_key() != validate(BASE).structure_key()
