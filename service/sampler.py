@@ -178,7 +178,7 @@ def check_cost(model: Model, settings: SamplerSettings, limits: Limits, *, in_jo
     (`until.max_draws`, else `draws`). Call it again whenever settings change after parse_job (CLI overrides,
     extending a job's draws)."""
     found = cost.check(model, chains=settings.chains, draws=settings.most_draws, thin=settings.thin, keep=settings.keep,
-                       limits=limits)
+                       limits=limits, dense_mass=settings.dense_mass)
     return [p if p.path.startswith("sampler") or not in_job else _in_model([p])[0] for p in found]
 
 

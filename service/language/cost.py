@@ -161,10 +161,29 @@ def result(model: Model, *, chains: int, draws: int, thin: int, keep: list[str] 
     return ResultCost(chains=chains, kept_draws=-(-draws // thin), kept_elements=elements)
 
 
+STATE_VECTORS = 7
+"""Vectors of the unconstrained dimension in a chain's sampler state with a diagonal mass matrix: position,
+gradient, inverse mass matrix, its square root and inverse root, and the Welford window's mean and sums."""
+DENSE_STATE = (3, 4)
+"""With a dense mass matrix: 3 vectors (position, gradient, Welford mean) and 4 matrices (the inverse mass
+matrix, its Cholesky factor and inverse, the Welford sums)."""
+
+
+def state_bytes(model: Model, *, dense_mass: bool) -> int:
+    """Bytes of one chain's sampler state (what checkpoints and the job's stored chain states hold), counting each
+    param's elements as unconstrained dimensions (an upper bound: a simplex has one fewer per row)."""
+    dim = sum(math.prod(p.shape) for p in model.params)
+    if dense_mass:
+        vectors, matrices = DENSE_STATE
+        return ITEM_BYTES * (vectors * dim + matrices * dim * dim)
+    return ITEM_BYTES * STATE_VECTORS * dim
+
+
 def check(model: Model, *, chains: int, draws: int, thin: int, keep: list[str] | None,
-          limits: Limits) -> list[Problem]:
+          limits: Limits, dense_mass: bool = False) -> list[Problem]:
     """Problems for whatever is over `limits`: per field the largest value over the per-value limit, the total
-    per evaluation (path ""), and the results (`sampler.draws`). Paths are the model's own (no `model.`)."""
+    per evaluation (path ""), the results (`sampler.draws`) and a chain's sampler state (`sampler.dense_mass`,
+    stored with the job after every round). Paths are the model's own (no `model.`)."""
     cost = evaluation(model)
     problems: list[Problem] = []
     largest: dict[str, Value] = {}
@@ -192,6 +211,12 @@ def check(model: Model, *, chains: int, draws: int, thin: int, keep: list[str] |
         problems.append(Problem("sampler.draws", f"results of {size_text(res.total_bytes)} per job ({res.chains} "
                                                  f"chains x {how}), limit {size_text(limits.result_bytes)}; ask for "
                                                  f"{advice}"))
+    state = state_bytes(model, dense_mass=dense_mass)
+    if state > limits.chain_result_bytes:
+        dim = sum(math.prod(p.shape) for p in model.params)
+        problems.append(Problem("sampler.dense_mass", f"a dense mass matrix over {dim} parameters makes each chain's "
+                                                      f"sampler state {size_text(state)}, limit "
+                                                      f"{size_text(limits.chain_result_bytes)}; use the diagonal one"))
     return problems
 
 

@@ -168,3 +168,24 @@ def test_size_text(n: int, text: str) -> None:
 def test_figures_do_not_depend_on_the_data_values(eight_schools: dict[str, Any]) -> None:
     other = {**eight_schools, "data": {"y": [0.5] * 8, "sigma": [1.5] * 8}}
     assert evaluation(other).values == evaluation(eight_schools).values
+
+
+def test_a_chains_stored_state_is_bounded_by_the_dense_mass_matrix() -> None:
+    """Every round's end stores each chain's full sampler state with the job: with a dense mass matrix it grows
+    as the square of the parameters, so above the per-chain result limit the job is refused naming
+    sampler.dense_mass; the diagonal one is small."""
+    def job(n: int, dense: bool) -> dict[str, Any]:
+        return {"model": {"spec": 1, "data": {"y": [0.0]}, "params": {"b": {"dist": "Normal(0, 1)", "shape": [n]}},
+                          "observe": {"y": "Normal(sum(b), 1)"}}, "sampler": {"dense_mass": dense, "draws": 10}}
+
+    model, _ = parse_job(job(3000, False))
+    assert cost.state_bytes(model, dense_mass=False) == 8 * 7 * 3000
+    assert cost.state_bytes(model, dense_mass=True) == 8 * (3 * 3000 + 4 * 3000**2)
+    parse_job(job(3000, False))
+    parse_job(job(1500, True))  # 72 MB of state per chain
+    with pytest.raises(SpecError) as caught:
+        parse_job(job(3000, True))
+    [problem] = caught.value.problems
+    assert problem.path == "sampler.dense_mass"
+    assert "dense mass matrix over 3000 parameters makes each chain's sampler state 288 MB, limit 128 MB" in \
+        problem.message
