@@ -36,7 +36,7 @@ from numpyro.infer.reparam import LocScaleReparam
 from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
 from service.language.fitted import interval_bounds
 from service.language.ir import DistCall, FittedMember, FittedPrior, MarginalComponent, Model, Param
-from service.language.shapes import static_int
+from service.language.shapes import ode_options, static_int
 
 Env = dict[str, Any]
 Compiled = Callable[[Env], Any]
@@ -132,6 +132,8 @@ def compile_expr(node: Node, constants: dict[str, int] | None = None) -> Compile
         case BinOp(op=op, left=a, right=b) | Compare(op=op, left=a, right=b):
             fn, left, right = _BINARY[op], sub(a), sub(b)
             return lambda env: fn(left(env), right(env))
+        case Call(func="ode", args=(rhs, y0, times), kwargs=kwargs):
+            return _ode(sub(rhs), sub(y0), sub(times), ode_options(kwargs))
         case Call(func="recurrence", args=(init, step, length)):
             n = length.value if isinstance(length, Num) else constants[length.id]  # type: ignore[union-attr]
             return _recurrence(sub(init), sub(step), int(n))
@@ -154,6 +156,29 @@ def compile_expr(node: Node, constants: dict[str, int] | None = None) -> Compile
 
             return index
     raise TypeError(f"cannot lower {node!r}")
+
+
+def _ode(rhs: Compiled, y0: Compiled, times: Compiled, options: dict[str, float]) -> Compiled:
+    """y at `times` for dy/dt = rhs(state=y, time=t), y(t0) = y0, by diffrax; NaN where the solve fails."""
+    import diffrax  # equinox and friends load only for models that solve ODEs
+
+    solver = diffrax.Kvaerno5() if options["stiff"] else diffrax.Tsit5()
+    controller = diffrax.PIDController(rtol=options["rtol"], atol=options["atol"])
+    t0, max_steps = float(options["t0"]), int(options["max_steps"])
+
+    def run(env: Env) -> Any:
+        start = jnp.asarray(y0(env), dtype=jnp.result_type(float))
+        ts = jnp.asarray(times(env), dtype=start.dtype)
+
+        def field(t: Any, y: Any, args: Any) -> Any:
+            return jnp.asarray(rhs({**env, "state": y, "time": t}), dtype=start.dtype)
+
+        solution = diffrax.diffeqsolve(diffrax.ODETerm(field), solver, t0=t0, t1=ts[-1], dt0=None, y0=start,
+                                       saveat=diffrax.SaveAt(ts=ts), stepsize_controller=controller,
+                                       max_steps=max_steps, throw=False)
+        return jnp.where(solution.result == diffrax.RESULTS.successful, solution.ys, jnp.nan)
+
+    return run
 
 
 def _recurrence(init: Compiled, step: Compiled, n: int) -> Compiled:

@@ -139,6 +139,7 @@ class Fn(Enum):
     CONCATENATE = "concatenate"  # arrays joined along an existing axis (axis=, default 0)
     STACK = "stack"  # equal shapes stacked along a new axis (axis=, default 0)
     RECURRENCE = "recurrence"  # (init, step, length): (length, *init's shape), a scan over t = 1 .. length - 1
+    ODE = "ode"  # (rhs, y0, times): (len(times), *y0's shape), the solution at the output times
 
 
 @dataclass(frozen=True)
@@ -188,6 +189,7 @@ FUNCTIONS: dict[str, FnInfo] = {
     "concatenate": _f(Fn.CONCATENATE, VARIADIC, "axis"),
     "stack": _f(Fn.STACK, VARIADIC, "axis"),
     "recurrence": _f(Fn.RECURRENCE, 3),
+    "ode": _f(Fn.ODE, 3, "t0 rtol atol max_steps stiff"),
 }
 """Function name -> shape rule, arguments, keywords. Semantics (workers/lower.py): numpy's for the reductions,
 diag, eye, outer, concatenate and stack; cholesky is the lower factor; add_diag(K, d) is K + d on the diagonal
@@ -197,8 +199,17 @@ squared-exponential kernel alpha^2 exp(-|x_i - x_j|^2 / (2 rho^2)) (Stan's gp_ex
 is log |det A|; normal_lpdf(x, loc, scale) is the normal log density, elementwise (for a `factor`, as
 in an HMM's forward algorithm). recurrence(init, step, length) is the sequence h with h[0] = init and h[t] = step for
 t = 1 .. length - 1, where `step` is an expression of `prev` (h[t - 1]) and `t` (the step index) and any
-other name: lowered to one jax.lax.scan; length is an integer literal or integer scalar data."""
+other name: lowered to one jax.lax.scan; length is an integer literal or integer scalar data.
+ode(rhs, y0, times) solves dy/dt = rhs from y(t0) = y0 (t0=0 unless given) and gives y at `times` (increasing
+data after t0); rhs is an expression of `state` (y) and `time` (t) and any other name. Solved by diffrax
+(Tsit5, or Kvaerno5 with stiff=1) with an adaptive step (rtol=, atol=) of at most max_steps= steps; a solve
+that fails (steps exhausted, step size underflow) gives NaN, so the point is rejected like a divergence."""
 
+ODE_NAMES = ("state", "time")
+"""The names an ODE's right-hand side binds: the state y(t) and the time t."""
+ODE_OPTIONS = {"t0": 0.0, "rtol": 1e-6, "atol": 1e-6, "max_steps": 10_000, "stiff": 0}
+"""ode()'s keyword arguments (number literals) and their defaults."""
+MAX_ODE_STEPS = 1_000_000
 RECURRENCE_NAMES = ("prev", "t")
 """The names a recurrence's step binds: the previous value and the step index."""
 MAX_RECURRENCE_STEPS = 100_000

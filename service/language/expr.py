@@ -362,6 +362,9 @@ def names(node: Node) -> set[str]:
             case Call(func="recurrence", args=(init, step, length)):  # its step binds prev and t
                 stack += [init, length]
                 out |= names(step) - {"prev", "t"}
+            case Call(func="ode", args=(rhs, *rest), kwargs=kwargs):  # its right-hand side binds state and time
+                stack += [*rest, *(v for _, v in kwargs)]
+                out |= names(rhs) - {"state", "time"}
             case Call(args=args, kwargs=kwargs):
                 stack += list(args) + [v for _, v in kwargs]
             case Index(value=v, items=items):

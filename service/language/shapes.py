@@ -12,7 +12,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.exceptions import Problem
-from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, MAX_RECURRENCE_STEPS, RECURRENCE_NAMES, VARIADIC, Fn
+from service.language.catalog import (
+    DISTRIBUTIONS,
+    FUNCTIONS,
+    MAX_ODE_STEPS,
+    MAX_RECURRENCE_STEPS,
+    ODE_NAMES,
+    ODE_OPTIONS,
+    RECURRENCE_NAMES,
+    VARIADIC,
+    Fn,
+)
 from service.language.data import MAX_DATA_DIMS
 from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice, names, to_text
 from service.language.ir import Shape
@@ -131,6 +141,8 @@ class ShapeChecker:
             if key not in info.keywords:
                 accepted = f"; it takes {', '.join(sorted(info.keywords))}=" if info.keywords else ""
                 raise ShapeError(f"{func}() takes no keyword argument {key!r}{accepted}")
+        if info.rule is Fn.ODE:
+            return self._ode(args, kwargs)
         options = {key: static_int(value, f"{func}({key}=...)") for key, value in kwargs}
         if info.arity == VARIADIC:
             if not args:
@@ -220,6 +232,36 @@ class ShapeChecker:
         if got != carry:
             raise ShapeError(f"recurrence(): the step has shape {_fmt(got)}, the initial value {_fmt(carry)}; they "
                              "must be equal")
+        return (n, *carry)
+
+    def _ode(self, args: tuple[Node, ...], kwargs: tuple[tuple[str, Node], ...]) -> Shape:
+        if len(args) != 3:
+            raise ShapeError(f"ode(rhs, y0, times) takes 3 arguments, got {len(args)}")
+        rhs, y0, times = args
+        options = ode_options(kwargs)
+        carry = self.shape(y0)
+        times_shape = self.shape(times)
+        values = self._known(times)
+        if values is None or len(times_shape) != 1 or not times_shape[0]:
+            raise ShapeError(f"ode(): the output times must be a vector of data, got {_text(times)}")
+        if np.any(np.diff(values) <= 0) or values[0] <= options["t0"]:
+            raise ShapeError(f"ode(): the output times must increase strictly and come after t0 = {options['t0']:g}")
+        shadowed = [name for name in ODE_NAMES if self.symbols.get(name, Symbol("", ())).kind
+                    in ("data", "param", "define")]
+        if shadowed:
+            raise ShapeError(f"ode(): inside its right-hand side {' and '.join(shadowed)} name the state and the "
+                             "time; rename the model's variable(s) of that name")
+        if {"ode", "recurrence"} & {c.func for c in _calls(rhs)}:
+            raise ShapeError("ode(): the right-hand side cannot contain an ode or a recurrence")
+        n = times_shape[0]
+        outer = self.on_shape
+        # the solver evaluates the right-hand side several times per step; counted once per output time
+        inner = ShapeChecker({**self.symbols, "state": Symbol("ODE state", carry), "time": Symbol("ODE time", ())},
+                             on_shape=None if outer is None else lambda node, shape: outer(node, (n, *shape)))
+        got = inner.shape(rhs)
+        if got != carry:
+            raise ShapeError(f"ode(): the right-hand side has shape {_fmt(got)}, the initial state {_fmt(carry)}; "
+                             "they must be equal")
         return (n, *carry)
 
     def static_length(self, node: Node) -> int:
@@ -360,6 +402,29 @@ def _calls(node: Node) -> list[Call]:
             case Index(value=v, items=items):
                 stack += [v, *(i for i in items if not isinstance(i, Slice))]
     return found
+
+
+def ode_options(kwargs: tuple[tuple[str, Node], ...]) -> dict[str, float]:
+    """ode()'s keyword arguments over their defaults, each a number literal in range; ShapeError otherwise."""
+    options: dict[str, float] = dict(ODE_OPTIONS)
+    for key, node in kwargs:
+        if key not in ODE_OPTIONS:
+            raise ShapeError(f"ode() takes no keyword argument {key!r}; it takes {', '.join(ODE_OPTIONS)}")
+        match node:
+            case Num(value=v) if not isinstance(v, bool):
+                value: float = v
+            case Neg(operand=Num(value=v)) if not isinstance(v, bool):
+                value = -v
+            case _:
+                raise ShapeError(f"ode({key}=...) must be a number literal, got {_text(node)}")
+        if key in ("rtol", "atol") and not 0 < value < 1:
+            raise ShapeError(f"ode(): {key} must be between 0 and 1, got {value:g}")
+        if key == "max_steps" and not (float(value).is_integer() and 1 <= value <= MAX_ODE_STEPS):
+            raise ShapeError(f"ode(): max_steps must be an integer between 1 and {MAX_ODE_STEPS}, got {value:g}")
+        if key == "stiff" and value not in (0, 1):
+            raise ShapeError(f"ode(): stiff is 0 or 1, got {value:g}")
+        options[key] = value
+    return options
 
 
 def static_int(node: Node, what: str) -> int:
