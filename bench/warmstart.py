@@ -37,10 +37,11 @@ import os
 import platform
 import statistics
 import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
+
+from bench.engine import versions  # the same package list as the engine benchmark
 
 CHAINS = 4
 SOURCE_DATA_SEED, NEW_DATA_SEED = 20, 21
@@ -219,16 +220,6 @@ def machine() -> dict[str, Any]:
                    if line.startswith("model name"))
     return {"nproc": os.cpu_count(), "cpu": cpu, "platform": platform.platform(),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for pkg in ("jax", "jaxlib", "numpyro", "arviz", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
 
 
 def main() -> None:
