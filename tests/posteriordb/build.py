@@ -112,6 +112,30 @@ def ark(d: Data) -> Data:
     return {"y_obs": y[k:], "lags": lags}
 
 
+def mom_work(kind: str) -> Callable[[Data], Data]:
+    def f(d: Data) -> Data:
+        score = d["kid_score"]
+        hs, iq = np.asarray(d["mom_hs"], dtype=float), np.asarray(d["mom_iq"], dtype=float)
+        if kind == "kidscore_mom_work":
+            work = np.asarray(d["mom_work"])
+            return {"kid_score": score, **{f"work{k}": (work == k).astype(float) for k in (2, 3, 4)}}
+        if kind == "kidscore_interaction_c":
+            a, b = hs - hs.mean(), iq - iq.mean()
+        elif kind == "kidscore_interaction_c2":
+            a, b = hs - 0.5, iq - 100
+        else:  # kidscore_interaction_z
+            a, b = (hs - hs.mean()) / (2 * hs.std(ddof=1)), (iq - iq.mean()) / (2 * iq.std(ddof=1))
+        return {"kid_score": score, "x_mom_hs": a, "x_mom_iq": b, "inter": a * b}
+    return f
+
+
+def nes(d: Data) -> Data:
+    age = np.asarray(d["age_discrete"])
+    out = {k: d[k] for k in ("partyid7", "real_ideo", "race_adj", "educ1", "gender", "income")}
+    out.update(age30_44=(age == 2).astype(float), age45_64=(age == 3).astype(float), age65up=(age == 4).astype(float))
+    return out
+
+
 def keep(*names: str) -> Callable[[Data], Data]:
     return lambda d: {n: d[n] for n in names}
 
@@ -131,6 +155,15 @@ PORTED: dict[str, Callable[[Data], Data]] = {
     "arma-arma11": keep("y", "T"),
     "garch-garch11": keep("y", "T", "sigma1"),
     "arK-arK": ark,
+    **{f"kidiq_with_mom_work-{k}": mom_work(k) for k in ("kidscore_interaction_c", "kidscore_interaction_c2",
+                                                           "kidscore_interaction_z", "kidscore_mom_work")},
+    **{f"nes{year}-nes": nes for year in range(1972, 2001, 4)},
+    "sblrc-blr": keep("X", "y"),
+    "sblri-blr": keep("X", "y"),
+    "low_dim_gauss_mix-low_dim_gauss_mix": keep("y"),
+    "gp_pois_regr-gp_regr": keep("x", "y"),
+    "gp_pois_regr-gp_pois_regr": keep("x", "k"),
+    "hmm_example-hmm_example": lambda d: {"y": d["y"], "N": d["N"], "ones": [1.0, 1.0]},
 }
 
 
