@@ -163,6 +163,10 @@ PORTED: dict[str, Callable[[Data], Data]] = {
     "low_dim_gauss_mix-low_dim_gauss_mix": keep("y"),
     "gp_pois_regr-gp_regr": keep("x", "y"),
     "gp_pois_regr-gp_pois_regr": keep("x", "k"),
+    "bball_drive_event_0-hmm_drive_0": lambda d: {"u": d["u"], "v": d["v"], "N": d["N"], "alpha": d["alpha"],
+                                                   "ones": [1.0, 1.0]},
+    "bball_drive_event_1-hmm_drive_1": lambda d: {"u": d["u"], "v": d["v"], "N": d["N"], "alpha": d["alpha"],
+                                                   "tau": d["tau"], "rho": d["rho"], "ones": [1.0, 1.0]},
     "hmm_example-hmm_example": lambda d: {"y": d["y"], "N": d["N"], "ones": [1.0, 1.0]},
 }
 

@@ -34,8 +34,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("jax_ready")]
 HERE = Path(__file__).resolve().parent
 SETTINGS = SamplerSettings(chains=4, warmup=1000, draws=1000, seed=1)
 POSTERIORS = sorted(p.stem for p in (HERE / "specs").glob("*.yaml"))
-# chainyard variable -> Stan variable, where the names differ (none so far)
-STAN_NAMES: dict[str, dict[str, str]] = {}
+# chainyard variable -> Stan variable, where the names differ (`lambda` is a Python keyword, refused in expressions)
+STAN_NAMES: dict[str, dict[str, str]] = {
+    "bball_drive_event_0-hmm_drive_0": {"lam": "lambda"},
+    "bball_drive_event_1-hmm_drive_1": {"lam": "lambda"},
+}
 
 
 def stan_elements(draws: dict[str, np.ndarray], rename: dict[str, str]) -> dict[str, np.ndarray]:
