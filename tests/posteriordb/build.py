@@ -167,6 +167,8 @@ PORTED: dict[str, Callable[[Data], Data]] = {
                                                    "ones": [1.0, 1.0]},
     "bball_drive_event_1-hmm_drive_1": lambda d: {"u": d["u"], "v": d["v"], "N": d["N"], "alpha": d["alpha"],
                                                    "tau": d["tau"], "rho": d["rho"], "ones": [1.0, 1.0]},
+    "one_comp_mm_elim_abs-one_comp_mm_elim_abs": lambda d: {"times": d["times"], "C_hat": d["C_hat"], "D": d["D"],
+                                                             "V": d["V"], "C0": [0.0]},
     "hmm_example-hmm_example": lambda d: {"y": d["y"], "N": d["N"], "ones": [1.0, 1.0]},
 }
 
