@@ -2,15 +2,16 @@
 
     python tests/posteriordb/build.py [--repo /work/.mirror/stan-dev+posteriordb/repo] [posterior ...]
 
-For each ported posterior: data/<posterior>.json holds the data fields its spec uses (Stan's `transformed data`
-computed here, as the Stan program does), reference/<posterior>.json holds, per Stan parameter element, the
-reference draws' mean, sd and their Monte Carlo standard errors (ArviZ, chains stacked as (chain, draw)).
-The repository is read with `git show HEAD:<path>` (a bare mirror works).
+For each ported posterior: data/<posterior>.json (.json.gz when large) holds the data fields its spec uses (Stan's
+`transformed data` computed here, as the Stan program does), reference/<posterior>.json holds, per Stan parameter
+element, the reference draws' mean, sd and their Monte Carlo standard errors (ArviZ, chains stacked as (chain,
+draw)). The repository is read with `git show HEAD:<path>` (a bare mirror works).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import io
 import json
 import subprocess
@@ -30,6 +31,7 @@ with warnings.catch_warnings():
 HERE = Path(__file__).resolve().parent
 DEFAULT_REPO = "/work/.mirror/stan-dev+posteriordb/repo"
 DB = "posterior_database"
+GZIP_ABOVE = 200_000  # bytes of JSON: larger data is written gzipped (data/<posterior>.json.gz)
 
 Data = dict[str, Any]
 
@@ -136,6 +138,11 @@ def nes(d: Data) -> Data:
     return out
 
 
+def diamonds(d: Data) -> Data:
+    x = np.asarray(d["X"], dtype=float)[:, 1:]  # brms: the design matrix without its intercept column, centred
+    return {"Y": d["Y"], "Xc": x - x.mean(axis=0)}
+
+
 def keep(*names: str) -> Callable[[Data], Data]:
     return lambda d: {n: d[n] for n in names}
 
@@ -169,6 +176,7 @@ PORTED: dict[str, Callable[[Data], Data]] = {
                                                    "tau": d["tau"], "rho": d["rho"], "ones": [1.0, 1.0]},
     "one_comp_mm_elim_abs-one_comp_mm_elim_abs": lambda d: {"times": d["times"], "C_hat": d["C_hat"], "D": d["D"],
                                                              "V": d["V"], "C0": [0.0]},
+    "diamonds-diamonds": diamonds,
     "hmm_example-hmm_example": lambda d: {"y": d["y"], "N": d["N"], "ones": [1.0, 1.0]},
 }
 
@@ -216,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         info = json.loads(show(args.repo, f"{DB}/posteriors/{name}.json"))
         data = unzip_json(show(args.repo, f"{DB}/data/data/{info['data_name']}.json.zip"))
         fields = {k: plain(v) for k, v in PORTED[name](data).items()}
-        (HERE / "data" / f"{name}.json").write_text(json.dumps(fields, separators=(",", ":")) + "\n")
+        text = (json.dumps(fields, separators=(",", ":")) + "\n").encode()
+        for old in (HERE / "data").glob(f"{name}.json*"):
+            old.unlink()
+        if len(text) > GZIP_ABOVE:
+            (HERE / "data" / f"{name}.json.gz").write_bytes(gzip.compress(text, compresslevel=9, mtime=0))
+        else:
+            (HERE / "data" / f"{name}.json").write_bytes(text)
         draws = unzip_json(show(args.repo, f"{DB}/reference_posteriors/draws/draws/{name}.json.zip"))
         ref = reference(draws)
         (HERE / "reference" / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")

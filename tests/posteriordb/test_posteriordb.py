@@ -1,15 +1,15 @@
 """Posteriors ported from stan-dev/posteriordb, checked against its reference draws.
 
-Each spec in specs/<posterior>.yaml gets its data from data/<posterior>.json and is fitted with 4 x (1000 + 1000)
-draws; every element of reference/<posterior>.json (written by build.py from the reference draws) must match:
-|mean - ref_mean| < 4 * sqrt(mcse_mean^2 + ref_mcse_mean^2) + 0.05 * ref_sd, and the sd within 10% of ref_sd or
-within 4 * sqrt(mcse_sd^2 + ref_mcse_sd^2). A chainyard element `beta` of shape (2,) is Stan's `beta[1]`,
-`beta[2]` (0-based here, 1-based in Stan; matrices `x[i,j]`); STAN_NAMES renames variables where the names differ.
-Set CHAINYARD_PDB_REPORT to a directory to get one JSON summary per posterior there.
-"""
+Each spec in specs/<posterior>.yaml gets its data from data/<posterior>.json (or .json.gz) and is fitted with 4 x
+(1000 + 1000) draws; every element of reference/<posterior>.json (written by build.py from the reference draws)
+must match: |mean - ref_mean| < 4 * sqrt(mcse_mean^2 + ref_mcse_mean^2) + 0.05 * ref_sd, and the sd within 10% of
+ref_sd or within 4 * sqrt(mcse_sd^2 + ref_mcse_sd^2). A chainyard element `beta` of shape (2,) is Stan's
+`beta[1]`, `beta[2]` (0-based here, 1-based in Stan; matrices `x[i,j]`); STAN_NAMES renames variables where the
+names differ. Set CHAINYARD_PDB_REPORT to a directory to get one JSON summary per posterior there."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import os
@@ -57,7 +57,9 @@ def stan_elements(draws: dict[str, np.ndarray], rename: dict[str, str]) -> dict[
 
 def load_spec(posterior: str) -> dict[str, Any]:
     spec = load_file(HERE / "specs" / f"{posterior}.yaml")
-    spec["data"] = json.loads((HERE / "data" / f"{posterior}.json").read_text())
+    path = HERE / "data" / f"{posterior}.json"
+    text = path.read_bytes() if path.exists() else gzip.decompress(path.with_suffix(".json.gz").read_bytes())
+    spec["data"] = json.loads(text)
     return spec
 
 
