@@ -1,0 +1,134 @@
+"""Posteriors ported from stan-dev/posteriordb, checked against its reference draws.
+
+Each spec in specs/<posterior>.yaml gets its data from data/<posterior>.json (or .json.gz) and is fitted with 4 x
+(1000 + 1000) draws; every element of reference/<posterior>.json (written by build.py from the reference draws)
+must match: |mean - ref_mean| < 4 * sqrt(mcse_mean^2 + ref_mcse_mean^2) + 0.05 * ref_sd, and the sd within 10% of
+ref_sd or within 4 * sqrt(mcse_sd^2 + ref_mcse_sd^2). A chainyard element `beta` of shape (2,) is Stan's
+`beta[1]`, `beta[2]` (0-based here, 1-based in Stan; matrices `x[i,j]`); STAN_NAMES renames variables where the
+names differ. Set CHAINYARD_PDB_REPORT to a directory to get one JSON summary per posterior there."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from service.language.loader import load_file
+from service.language.validate import validate
+from service.sampler import SamplerSettings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("jax_ready")]
+
+HERE = Path(__file__).resolve().parent
+SETTINGS = SamplerSettings(chains=4, warmup=1000, draws=1000, seed=1)
+POSTERIORS = sorted(p.stem for p in (HERE / "specs").glob("*.yaml"))
+# chainyard variable -> Stan variable, where the names differ (`lambda` is a Python keyword, refused in expressions)
+STAN_NAMES: dict[str, dict[str, str]] = {
+    "bball_drive_event_0-hmm_drive_0": {"lam": "lambda"},
+    "bball_drive_event_1-hmm_drive_1": {"lam": "lambda"},
+}
+
+
+def stan_elements(draws: dict[str, np.ndarray], rename: dict[str, str]) -> dict[str, np.ndarray]:
+    """Each (chain, draw, *shape) variable split into (chain, draw) arrays under Stan's 1-based element names."""
+    out = {}
+    for name, x in draws.items():
+        stan = rename.get(name, name)
+        shape = x.shape[2:]
+        if not shape:
+            out[stan] = x
+            continue
+        for idx in itertools.product(*(range(n) for n in shape)):
+            out[f"{stan}[{','.join(str(i + 1) for i in idx)}]"] = x[(slice(None), slice(None), *idx)]
+    return out
+
+
+def load_spec(posterior: str) -> dict[str, Any]:
+    spec = load_file(HERE / "specs" / f"{posterior}.yaml")
+    path = HERE / "data" / f"{posterior}.json"
+    text = path.read_bytes() if path.exists() else gzip.decompress(path.with_suffix(".json.gz").read_bytes())
+    spec["data"] = json.loads(text)
+    return spec
+
+
+def compare(elements: dict[str, np.ndarray], reference: dict[str, dict[str, float]]) -> tuple[list[str], dict]:
+    """Problems (one line per failing element) and a summary (worst standardized mean and sd differences)."""
+    problems = []
+    worst_mean = worst_sd = 0.0
+    for name, ref in reference.items():
+        if name not in elements:
+            problems.append(f"{name}: no chainyard element of that name")
+            continue
+        x = elements[name]
+        ds = az.convert_to_dataset({"x": x})
+        mcse_mean = float(az.mcse(ds, method="mean")["x"])
+        mcse_sd = float(az.mcse(ds, method="sd")["x"])
+        mean, sd = float(x.mean()), float(x.std(ddof=1))
+        se_mean = np.hypot(mcse_mean, ref["mcse_mean"])
+        se_sd = np.hypot(mcse_sd, ref["mcse_sd"])
+        z_mean = abs(mean - ref["mean"]) / se_mean
+        z_sd = abs(sd - ref["sd"]) / se_sd
+        worst_mean, worst_sd = max(worst_mean, z_mean), max(worst_sd, z_sd)
+        if not abs(mean - ref["mean"]) < 4 * se_mean + 0.05 * ref["sd"]:
+            problems.append(f"{name}: mean {mean:.6g} vs reference {ref['mean']:.6g} (z {z_mean:.2f}, "
+                            f"tolerance {4 * se_mean + 0.05 * ref['sd']:.3g})")
+        if not (abs(sd - ref["sd"]) < 0.1 * ref["sd"] or abs(sd - ref["sd"]) < 4 * se_sd):
+            problems.append(f"{name}: sd {sd:.6g} vs reference {ref['sd']:.6g} (z {z_sd:.2f}, "
+                            f"{100 * abs(sd / ref['sd'] - 1):.1f}% off)")
+    return problems, {"elements": len(reference), "worst_z_mean": round(float(worst_mean), 2),
+                      "worst_z_sd": round(float(worst_sd), 2)}
+
+
+def test_compare_catches_a_wrong_mean_and_sd() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, size=(4, 1000))
+    ref = {"mean": 1.0, "sd": 2.0, "mcse_mean": 0.03, "mcse_sd": 0.02}
+    assert compare({"a[1]": x}, {"a[1]": ref})[0] == []
+    problems = compare({"a[1]": x + 0.5, "b": (x - 1) * 1.3 + 1}, {"a[1]": ref, "b": ref, "c": ref})[0]
+    assert len(problems) == 3, problems  # a's mean, b's sd, c missing
+    assert stan_elements({"m": np.zeros((1, 2, 2, 3))}, {}).keys() >= {"m[1,1]", "m[2,3]"}
+
+
+def fit(spec: dict[str, Any]) -> Any:
+    from workers.engine import Engine
+
+    return Engine().run(validate(spec), SETTINGS)
+
+
+def test_garch_without_its_jacobian_fails() -> None:
+    """The check sees a wrong density: GARCH(1, 1) without the Jacobian of beta1 = (1 - alpha1) * beta1_raw puts
+    too much mass on large alpha1 (measured: alpha1's mean off by z 16, beta1's by z 12)."""
+    spec = load_spec("garch-garch11")
+    del spec["factor"]
+    reference = json.loads((HERE / "reference" / "garch-garch11.json").read_text())
+    problems, _ = compare(stan_elements(fit(spec).draws, {}), reference)
+    assert any(p.startswith("alpha1: mean") for p in problems), problems
+
+
+@pytest.mark.parametrize("posterior", POSTERIORS)
+def test_posterior_matches_reference(posterior: str) -> None:
+    reference = json.loads((HERE / "reference" / f"{posterior}.json").read_text())
+    started = time.perf_counter()
+    result = fit(load_spec(posterior))
+    seconds = time.perf_counter() - started
+    elements = stan_elements(result.draws, STAN_NAMES.get(posterior, {}))
+    problems, summary = compare(elements, reference)
+    summary.update(seconds=round(seconds, 1), divergences=int(np.asarray(result.stats["diverging"]).sum()),
+                   problems=problems)
+    if os.environ.get("CHAINYARD_PDB_REPORT"):
+        out = Path(os.environ["CHAINYARD_PDB_REPORT"])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"{posterior}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    assert not problems, f"{posterior}: {len(problems)} of {len(reference)} elements off:\n" + "\n".join(problems)
