@@ -207,8 +207,12 @@ def _factor_step(name: str, fn: Compiled) -> Callable[[Env], None]:
 def compile_dist(call: DistCall, constants: dict[str, int] | None = None) -> Callable[[Env], dist.Distribution]:
     cls = getattr(dist, call.name)
     args = [(k, compile_expr(v, constants)) for k, v in call.args]
-    args += [(k, compile_dist(inner, constants)) for k, inner in call.nested]
+    args += [(k, compile_dist(inner, constants)) for k, inner in call.nested if "." not in k]
     static = dict(call.static)
+    variadic = [(k, compile_dist(inner, constants)) for k, inner in call.nested if "." in k]  # `name.i`, in order
+    if variadic:
+        name = variadic[0][0].split(".")[0]
+        return lambda env: cls(**static, **{k: f(env) for k, f in args}, **{name: [f(env) for _, f in variadic]})
     return lambda env: cls(**static, **{k: f(env) for k, f in args})
 
 

@@ -22,7 +22,7 @@ class Event(Enum):
     LKJ = "lkj"  # dimension d (an integer): event (d, d)
     LOW_RANK_MVN = "low_rank_mvn"  # loc (..., k), cov_factor (..., k, r), cov_diag (..., k): event (k,)
     RANDOM_WALK = "random_walk"  # scale (...), num_steps n (an integer): event (n,)
-    MIXTURE = "mixture"  # a Categorical over K and a component of batch (..., K): the component's event
+    MIXTURE = "mixture"  # a Categorical over K and a component of batch (..., K), or K components: their event
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class DistInfo:
     discrete: bool = False
     nested: frozenset[str] = frozenset()
     """Parameters that are distributions themselves (a mixture's mixing and component distributions)."""
+    variadic: str = ""
+    """The last parameter, given as all further positional arguments (MixtureGeneral's components); bound as
+    `<name>.0`, `<name>.1`, ..."""
 
 
 def _d(params: str, *, required: str = "", one_of: str = "", **kw: object) -> DistInfo:
@@ -113,6 +116,9 @@ DISTRIBUTIONS: dict[str, DistInfo] = {
                             required="mixing_distribution component_distribution",
                             nested=frozenset({"mixing_distribution", "component_distribution"}), support="component",
                             event=Event.MIXTURE),
+    "MixtureGeneral": _d("mixing_distribution component_distributions", required="mixing_distribution",
+                         nested=frozenset({"mixing_distribution"}), variadic="component_distributions",
+                         support="components", event=Event.MIXTURE),
     "LKJCholesky": _d("dimension concentration", required="dimension",
                       constraints={"dimension": "dimension", "concentration": _POS}, support="corr_cholesky",
                       event=Event.LKJ),
@@ -216,6 +222,8 @@ MAX_RECURRENCE_STEPS = 100_000
 """Longest recurrence: a scan's steps run one after another, and its gradient keeps every step's values."""
 
 MIXING = ("Categorical", "CategoricalProbs", "CategoricalLogits")
-"""What may mix a MixtureSameFamily's components."""
+"""What may mix a mixture's components."""
+MAX_COMPONENTS = 32
+"""Most components of a MixtureGeneral (each is its own term of the log density)."""
 
 LOC_SCALE = sorted(name for name, info in DISTRIBUTIONS.items() if info.loc_scale)

@@ -32,15 +32,22 @@ class DistCall:
     """Arguments that are distributions (a mixture's mixing and component distributions)."""
 
     def text(self) -> str:
+        """As the spec writes it (parses back to the same call): keywords, and a MixtureGeneral's mixing
+        distribution and components positionally."""
+        components = [call.text() for k, call in self.nested if "." in k]
+        if components:
+            mixing = dict(self.nested)["mixing_distribution"]
+            return f"{self.name}({', '.join([mixing.text(), *components])})"
         parts = [f"{k}={to_text(v)}" for k, v in self.args] + [f"{k}={v}" for k, v in self.static]
         parts += [f"{k}={call.text()}" for k, call in self.nested]
         return f"{self.name}({', '.join(parts)})"
 
     @property
     def component(self) -> DistCall:
-        """What draws look like: a mixture's component distribution, else the distribution itself."""
-        nested = dict(self.nested)
-        return nested["component_distribution"].component if "component_distribution" in nested else self
+        """What draws look like: a mixture's (first) component distribution, else the distribution itself. The
+        components of a mixture share their support."""
+        inner = next((call for k, call in self.nested if k != "mixing_distribution"), None)
+        return self if inner is None else inner.component
 
 
 @dataclass(frozen=True)

@@ -122,14 +122,23 @@ def dist_shape(draft: DistDraft, checker: ShapeChecker, data: dict[str, np.ndarr
 
 def _mixture_shapes(draft: DistDraft, nested: dict[str, tuple[DistCall, Shape, Shape]],
                     checker: ShapeChecker) -> tuple[Shape, Shape]:
-    """A mixture of K components: the mixing Categorical's probs end in K, the component's batch in K; the
-    mixture's batch is the rest of both, broadcast, and its event the component's."""
+    """A mixture of K components: the mixing Categorical's probs end in K, and the component's batch in K (the
+    mixture's batch is the rest of both, broadcast) or K components are given (the mixture's batch is all their
+    batches and the mixing's, broadcast). The event is the components'."""
     _, mixing_batch, _ = nested["mixing_distribution"]
-    _, component_batch, component_event = nested["component_distribution"]
     mixing = draft.nested["mixing_distribution"]
     weights = mixing.args.get("probs", mixing.args.get("logits"))
     assert weights is not None  # one_of checked when bound
     k = checker.shape(weights)[-1]
+    if draft.info.variadic:  # MixtureGeneral: k components of one event shape, batches broadcast with the mixing's
+        components = [nested[key] for key in nested if key != "mixing_distribution"]
+        if len(components) != k:
+            raise ShapeError(f"the mixing distribution weighs {k} components, {len(components)} are given")
+        events = {event for _, _, event in components}
+        if len(events) > 1:
+            raise ShapeError(f"the components' event shapes differ: {sorted(events)}")
+        return broadcast(mixing_batch, *(batch for _, batch, _ in components)), components[0][2]
+    _, component_batch, component_event = nested["component_distribution"]
     if not component_batch or component_batch[-1] != k:
         raise ShapeError(f"the component distribution's batch shape {component_batch} must end in the {k} "
                          "components the mixing distribution weighs")

@@ -18,7 +18,7 @@ import numpy as np
 
 from service.exceptions import Problem, SpecError
 from service.language import expr
-from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, MIXING, DistInfo
+from service.language.catalog import DISTRIBUTIONS, FUNCTIONS, LOC_SCALE, MAX_COMPONENTS, MIXING, DistInfo
 from service.language.data import arrays
 from service.language.expr import Call, Node
 from service.language.text import MAX_LABEL_CHARS, label_problem
@@ -50,10 +50,14 @@ class DistDraft:
     """Arguments that are distributions (info.nested), bound in turn."""
 
     @property
+    def components(self) -> list[DistDraft]:
+        """A mixture's component distributions (one for MixtureSameFamily); none for other distributions."""
+        return [d for key, d in self.nested.items() if key != "mixing_distribution"]
+
+    @property
     def discrete(self) -> bool:
         """Draws are integers: the distribution's own, or a mixture's components'."""
-        inner = self.nested.get("component_distribution")
-        return self.info.discrete or (inner is not None and inner.discrete)
+        return self.info.discrete or any(c.discrete for c in self.components)
 
 
 @dataclass(frozen=True)
@@ -165,12 +169,17 @@ def _bind(node: Node, path: str, problems: list[Problem], *, nested_ok: bool) ->
     if info.nested and not nested_ok:
         problems.append(Problem(path, f"{node.func} cannot be nested in another distribution"))
         return None
-    if len(node.args) > len(info.params):
+    fixed = info.params[:-1] if info.variadic else info.params
+    if len(node.args) > len(fixed) and not info.variadic:
         problems.append(Problem(path, f"{node.func} takes at most {len(info.params)} positional argument(s) "
                                       f"({', '.join(info.params)}), got {len(node.args)}"))
         return None
-    args: dict[str, Node] = dict(zip(info.params, node.args, strict=False))
+    args: dict[str, Node] = dict(zip(fixed, node.args, strict=False))
     for key, value in node.kwargs:
+        if key == info.variadic:
+            problems.append(Problem(path, f"{node.func} takes its components as further arguments, e.g. "
+                                          f"{node.func}(Categorical(w), Normal(0, 1), StudentT(3, 0, 1))"))
+            return None
         if key not in info.params:
             problems.append(Problem(path, f"{node.func} has no argument {key!r}; its arguments are "
                                           f"{', '.join(info.params)}"))
@@ -197,7 +206,41 @@ def _bind(node: Node, path: str, problems: list[Problem], *, nested_ok: bool) ->
         problems.append(Problem(f"{path}.mixing_distribution", f"the components are mixed by one of "
                                                                f"{', '.join(MIXING)}, not {mixing.name}"))
         return None
+    if info.variadic:
+        components = _components(node, info.variadic, node.args[len(fixed):], path, problems)
+        if components is None:
+            return None
+        nested.update(components)
     return DistDraft(node.func, info, args, path, nested)
+
+
+def _components(node: Call, name: str, given: tuple[Node, ...], path: str,
+                problems: list[Problem]) -> dict[str, DistDraft] | None:
+    """A MixtureGeneral's components (its positional arguments after the mixing distribution), bound as
+    `name.0`, `name.1`, ...; they must share one support, which is the mixture's."""
+    if not 2 <= len(given) <= MAX_COMPONENTS:
+        problems.append(Problem(path, f"{node.func} needs 2 to {MAX_COMPONENTS} component distributions after the "
+                                      f"mixing distribution, got {len(given)}"))
+        return None
+    bound: dict[str, DistDraft] = {}
+    for i, arg in enumerate(given):
+        inner = _bind(arg, f"{path}.{name}.{i}", problems, nested_ok=False)
+        if inner is None:
+            return None
+        bound[f"{name}.{i}"] = inner
+    supports = {d.name: COMPONENT_SUPPORTS.get(d.info.support) for d in bound.values()}
+    if None in supports.values() or len(set(supports.values())) > 1:
+        listed = ", ".join(f"{d.name} ({d.info.support})" for d in bound.values())
+        problems.append(Problem(path, f"{node.func}'s components must share one support (real, positive, counts, "
+                                      f"...; not bounds set by arguments, as Uniform's), got {listed}"))
+        return None
+    return bound
+
+
+COMPONENT_SUPPORTS = {"real": "real", "positive": "positive", "nonnegative": "positive", "unit": "unit",
+                      "binary": "binary", "count": "count", "bounded_count": "bounded_count", "simplex": "simplex"}
+"""Supports a MixtureGeneral's components may have, by the class numpyro checks them in: components of one class
+mix (a HalfNormal and a Gamma are both positive)."""
 
 
 def _section(doc: Mapping[str, Any], key: str, problems: list[Problem]) -> Mapping[Any, Any]:

@@ -50,8 +50,12 @@ def check_observed(dist: DistDraft, values: np.ndarray, data: dict[str, np.ndarr
     """Observed `values` (the data at `path`) against the support of `dist`."""
     if values.size == 0:
         return
-    if dist.info.support == "component":  # a mixture: its components' support
-        check_observed(dist.nested["component_distribution"], values, data, path, problems)
+    if dist.info.support in ("component", "components"):  # a mixture: its components' support, the first broken
+        found = len(problems)
+        for component in dist.components:
+            check_observed(component, values, data, path, problems)
+            if len(problems) > found:
+                break
         return
     integral = bool(np.all(np.floor(values) == values))
     message = None

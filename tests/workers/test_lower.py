@@ -187,6 +187,7 @@ PARAM_USES = {
     "LowRankMultivariateNormal": "LowRankMultivariateNormal(loc, L, exp(loc))",
     "GaussianRandomWalk": "GaussianRandomWalk(0.5, num_steps=6)",
     "MixtureSameFamily": "MixtureSameFamily(Categorical(probs), Normal(conc, 1))",
+    "MixtureGeneral": "MixtureGeneral(Categorical(probs), Normal(0, 1), StudentT(3, 1, 2), Laplace(conc, 1))",
     "LKJ": "LKJ(3, 2)",
 }
 OBSERVE_USES = {

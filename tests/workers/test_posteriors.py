@@ -226,3 +226,30 @@ def test_mixtures_as_a_prior_and_as_a_likelihood() -> None:
     density /= density.sum()
     mean = density @ grid
     assert_matches(fit(likelihood)["mu"], mean, np.sqrt(density @ (grid - mean) ** 2), "mu")
+
+
+def test_general_mixtures_as_a_prior_and_as_a_likelihood() -> None:
+    """MixtureGeneral (components of different families) both ways. As a positive param's prior with nothing
+    observed: the draws follow the prior mixture of HalfNormal(1) and Gamma(4, 2), whose moments are exact. As
+    the likelihood of y with a shared unknown mu (components Normal(mu, 1) and StudentT(3, mu + 2, 2)): mu's
+    posterior by quadrature on a fine grid."""
+    from scipy import stats
+
+    w = np.array([0.3, 0.7])
+    prior = {"spec": 1, "data": {"w": w.tolist()},
+             "params": {"theta": "MixtureGeneral(Categorical(w), HalfNormal(1), Gamma(4, 2))"}}
+    first = w @ [np.sqrt(2 / np.pi), 2.0]
+    second = w @ [1.0, 5.0]  # E[x^2]: HalfNormal(1) 1, Gamma(4, rate 2) var 1 + mean 2 squared
+    assert_matches(fit(prior)["theta"], first, np.sqrt(second - first**2), "theta")
+
+    data = np.array([-3.1, -2.5, 0.2, 0.5, 1.4, 4.0, 9.5, -0.7])
+    likelihood = {"spec": 1, "data": {"y": data.tolist(), "w": [0.6, 0.4]},
+                  "params": {"mu": "Normal(0, 5)"},
+                  "observe": {"y": "MixtureGeneral(Categorical(w), Normal(mu, 1), StudentT(3, mu + 2, 2))"}}
+    grid = np.linspace(-10, 10, 40001)
+    log_post = stats.norm.logpdf(grid, 0, 5) + np.log(
+        0.6 * stats.norm.pdf(data[:, None], grid, 1) + 0.4 * stats.t.pdf(data[:, None], 3, grid + 2, 2)).sum(axis=0)
+    density = np.exp(log_post - log_post.max())
+    density /= density.sum()
+    mean = density @ grid
+    assert_matches(fit(likelihood)["mu"], mean, np.sqrt(density @ (grid - mean) ** 2), "mu")

@@ -217,6 +217,31 @@ BAD_SPECS: dict[str, tuple[dict[str, Any], str, str]] = {
                                                         "Categorical(w), Poisson(n))"), "params.m", "is discrete"),
     "bad argument inside a mixture": (with_(data__w=[0.25] * 4, params__m="MixtureSameFamily(Categorical(w), "
                                             "Normal(k, -1))"), "params.m.component_distribution", "positive"),
+    "general mixture of one component": (with_(data__w=[1.0], params__m="MixtureGeneral(Categorical(w), "
+                                               "Normal(0, 1))"), "params.m", "needs 2 to 32 component"),
+    "general mixture of too many components": (with_(data__w=[0.5, 0.5], params__m="MixtureGeneral(Categorical(w), "
+                                                     "Normal(0, 1), Normal(1, 1), Normal(2, 1))"),
+                                               "params.m", "weighs 2 components, 3 are given"),
+    "general mixture of two supports": (with_(data__w=[0.5, 0.5], params__m="MixtureGeneral(Categorical(w), "
+                                              "Normal(0, 1), Gamma(2, 1))"), "params.m",
+                                        "share one support"),
+    "general mixture of uniforms": (with_(data__w=[0.5, 0.5], params__m="MixtureGeneral(Categorical(w), "
+                                          "Uniform(0, 1), Uniform(0, 2))"), "params.m", "Uniform (interval)"),
+    "general mixture with a list keyword": (with_(data__w=[0.5, 0.5], params__m="MixtureGeneral(Categorical(w), "
+                                                  "component_distributions=Normal(0, 1))"), "params.m",
+                                            "takes its components as further arguments"),
+    "general mixture of event shapes": (with_(data__w=[0.5, 0.5], params__m="MixtureGeneral(Categorical(w), "
+                                              "Normal(0, 1), MultivariateNormal(k, scale_tril=eye(4)))"),
+                                        "params.m", "event shapes differ"),
+    "general mixture mixed by a normal": (with_(params__m="MixtureGeneral(Normal(0, 1), Normal(0, 1), "
+                                                "Normal(1, 1))"), "params.m.mixing_distribution",
+                                          "mixed by one of Categorical"),
+    "bad argument inside a general mixture": (with_(data__w=[0.5, 0.5], params__m="MixtureGeneral(Categorical(w), "
+                                                    "Normal(0, 1), Normal(k, -1))"),
+                                              "params.m.component_distributions.1", "positive"),
+    "general mixture nested": (with_(data__w=[0.5, 0.5], params__m="MixtureGeneral(Categorical(w), Normal(0, 1), "
+                                     "MixtureGeneral(Categorical(w), Normal(0, 1), Normal(1, 1)))"),
+                               "params.m.component_distributions.1", "cannot be nested"),
     "recurrence reading past the end": (with_(define__x="recurrence(0.0, prev + y[t + 1], 8)"), "define.x",
                                         "out of range: max 8 >= size 8"),
     "recurrence of length zero": (with_(define__x="recurrence(0.0, prev, 0)"), "define.x", "between 1 and 100000"),
