@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from service.language.loader import load_file
+from workers.jaxsetup import apply_xla_flags
 
 if TYPE_CHECKING:
     from redis import Redis
 
     from service.config import Settings
 
+apply_xla_flags()  # before any test starts JAX's backend, so every test process runs what the workers run
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

@@ -1,0 +1,122 @@
+"""XLA CPU's small-while-loop threshold: how much faster the engine's NUTS runs with chainyard's XLA_FLAGS, and
+that no draw changes.
+
+    .venv/bin/python bench/xla.py [--repeats 3] [--models eight_schools,...] [--out bench/results]
+
+For each model (bench/engine.py's three) and each setting, one fresh process fits 4 chains x (1000 + 1000),
+seed 1, once to compile and then `--repeats` times more; the median warm wall time is reported. The settings:
+
+- `none`: no backend options (XLA's default threshold, which leaves NUTS' loops to the thunk runtime);
+- `chainyard`: what `workers.jaxsetup.apply_xla_flags` sets (`XLA_BACKEND_OPTIONS`);
+- `1000000`: the threshold at 1,000,000 bytes, for comparison.
+
+The processes of one model run one after the other, alternating order per model, so load drift hits all alike.
+Each process hashes its draws; the table says whether every setting drew the same. Writes bench/results/xla.json
+and xla.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# run as `python bench/xla.py`, bench/service.py would shadow the `service` package
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+from typing import Any
+
+from bench.engine import MODELS, load_model, min_ess_bulk, versions
+from workers.jaxsetup import XLA_BACKEND_OPTIONS
+
+SETTINGS = {
+    "none": "",
+    "chainyard": f"--xla_backend_extra_options={XLA_BACKEND_OPTIONS}",
+    "1000000": "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000",
+}
+
+
+def worker(model_name: str, repeats: int) -> dict[str, Any]:
+    """In a process whose XLA_FLAGS the parent set: compile, then time `repeats` fits of the same job."""
+    import jax
+    import numpy as np
+
+    from service.sampler import SamplerSettings
+    from workers.engine import Engine
+
+    # configure() without apply_xla_flags: the parent chose XLA_FLAGS
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_platforms", "cpu")
+    model = load_model(model_name, 0)
+    settings = SamplerSettings(seed=1, chains=4, warmup=1000, draws=1000)
+    engine = Engine(threads=0)
+    first = engine.run(model, settings)
+    walls, fit = [], first
+    for _ in range(repeats):
+        fit = engine.run(model, settings)
+        walls.append(fit.timings["wall"])
+    digest = hashlib.sha256()
+    for name in sorted(fit.draws):
+        digest.update(np.ascontiguousarray(fit.draws[name]).tobytes())
+    params = [p.name for p in model.params]
+    return {"xla_flags": os.environ.get("XLA_FLAGS", ""), "first_wall_s": first.timings["wall"], "walls_s": walls,
+            "wall_s": statistics.median(walls), "gradients": int(fit.gradient_evaluations),
+            "min_ess_bulk": min_ess_bulk({p: fit.draws[p] for p in params}), "draws_sha256": digest.hexdigest()}
+
+
+def run_one(model_name: str, setting: str, repeats: int) -> dict[str, Any]:
+    env = {**os.environ, "XLA_FLAGS": SETTINGS[setting]}
+    out = subprocess.run([sys.executable, __file__, "--worker", model_name, "--repeats", str(repeats)],
+                         env=env, capture_output=True, text=True, check=True)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [f"# XLA CPU while-loop threshold ({report['date']}, load average {report['load_before']} -> "
+             f"{report['load_after']})", "",
+             "4 chains x (1000 + 1000), seed 1; median of the warm fits; one fresh process per setting.", "",
+             "| model | none s | chainyard s | 1,000,000 s | none / chainyard | none / 1,000,000 | same draws |",
+             "|---|--:|--:|--:|--:|--:|---|"]
+    for name, res in report["models"].items():
+        walls = {k: res[k]["wall_s"] for k in SETTINGS}
+        same = len({res[k]["draws_sha256"] for k in SETTINGS}) == 1
+        lines.append(f"| {name} | {walls['none']:.3f} | {walls['chainyard']:.3f} | {walls['1000000']:.3f} | "
+                     f"{walls['none'] / walls['chainyard']:.2f}x | {walls['none'] / walls['1000000']:.2f}x | "
+                     f"{'yes' if same else 'NO'} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.repeats)))
+        return
+    report: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                              "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+                              "versions": versions(), "load_before": round(os.getloadavg()[0], 2), "models": {}}
+    for i, name in enumerate(args.models.split(",")):
+        order = list(SETTINGS) if i % 2 == 0 else list(reversed(SETTINGS))
+        report["models"][name] = {setting: run_one(name, setting, args.repeats) for setting in order}
+        print(name, {k: round(v["wall_s"], 3) for k, v in report["models"][name].items()}, flush=True)
+    report["load_after"] = round(os.getloadavg()[0], 2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "xla.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "xla.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
