@@ -214,9 +214,15 @@ class Chain:
                                         todo * self.block_seconds / max(elapsed, 1e-6))))
         return block
 
+    def flush(self) -> None:
+        """Wait until every block run is checkpointed (writes run off the sampling thread)."""
+        if self.store is not None:
+            self.store.flush()
+
     def result(self) -> ChainDraws:
         """The kept draws and stats up to `total` (restored and run), concatenated; a chain restored from a
-        longer run gives the first ones only, as if it had stopped there."""
+        longer run gives the first ones only, as if it had stopped there. Its checkpoints are on disk."""
+        self.flush()
         blocks = [*self.restored, *self.blocks]
         n = self.settings.kept(self.total - self.settings.warmup)
         return ChainDraws(
@@ -227,6 +233,7 @@ class Chain:
 
     def snapshot(self) -> ChainSnapshot:
         """State, progress and every kept draw so far: what continues this chain on another machine."""
+        self.flush()
         blocks = [*self.restored, *self.blocks]
         return ChainSnapshot(
             state=self.state.to_arrays(), progress=self.progress,

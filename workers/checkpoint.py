@@ -10,7 +10,11 @@ Layout under the job's checkpoint directory:
 
 Each block file is written to a temporary name, fsynced and renamed, so a reader
 sees either the whole block or none of it. The newest block file holds the state
-to resume from. Files are npz read with `allow_pickle=False`: reading a
+to resume from. Writes run off the sampling thread (`ChainStore.save` returns at
+once; the chain samples on while its block is written): at most one block per
+chain is in flight, and blocks are written in order, so whatever a kill leaves on
+disk is a prefix of the chain's blocks, and the chain resumes from its newest one
+exactly as from any other. Files are npz read with `allow_pickle=False`: reading a
 checkpoint never runs code. Arrays only; metadata is a JSON string stored as a
 unicode array.
 """
@@ -20,7 +24,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,6 +104,13 @@ class Resumed:
     """Metadata of every block, oldest first."""
 
 
+_writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checkpoint")
+"""Writes block files; its threads finish their writes before the process exits normally."""
+_in_flight: dict[Path, Future[None]] = {}
+"""The block being written, per chain directory: shared by every ChainStore of that directory in the process."""
+_in_flight_lock = threading.Lock()
+
+
 class ChainStore:
     """Block files of one chain."""
 
@@ -107,15 +120,28 @@ class ChainStore:
 
     def save(self, block: int, state: Mapping[str, np.ndarray], draws: dict[str, np.ndarray],
              stats: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Write block `block`: its draws and stats, and the sampler state after it by field path."""
+        """Queue block `block`: its draws and stats, and the sampler state after it by field path. Returns once
+        the previous block of this chain is written (raising its error, if any) and this one is queued."""
         arrays: dict[str, np.ndarray] = {f"state/{k}": np.asarray(v) for k, v in state.items()}
         arrays.update({f"draw/{k}": v for k, v in draws.items()})
         arrays.update({f"stat/{k}": v for k, v in stats.items()})
         arrays["meta"] = np.asarray(json.dumps({**meta, "format": FORMAT, "block": block}))
-        write_atomic(self.dir / f"block-{block:06d}.npz", lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+        path = self.dir / f"block-{block:06d}.npz"
+        self.flush()
+        with _in_flight_lock:
+            _in_flight[self.dir] = _writer.submit(write_atomic, path,
+                                                  lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+
+    def flush(self) -> None:
+        """Wait until every queued block of this chain is on disk; raise the error of a failed write."""
+        with _in_flight_lock:
+            pending = _in_flight.pop(self.dir, None)
+        if pending is not None:
+            pending.result()
 
     def clear(self) -> None:
         """Remove every block file (the chain continues from a newer snapshot kept elsewhere)."""
+        self.flush()
         for path in self.blocks():
             path.unlink()
 
@@ -124,6 +150,7 @@ class ChainStore:
 
     def load(self) -> Resumed | None:
         """The newest block's state and metadata and every block's draws; None before the first block."""
+        self.flush()
         files = self.blocks()
         if not files:
             return None

@@ -46,10 +46,12 @@ class Stopped(StopRequested):
 def run(chain: Chain, policy: StopPolicy | None = None,
         on_block: Callable[[Block], None] | None = None) -> ChainDraws:
     """Step `chain` until done; ask `policy` before every block (the first included) and raise Stopped
-    with its reason when it answers one. `on_block` sees every block after its checkpoint is written."""
+    with its reason when it answers one, its checkpoints on disk. `on_block` sees every block once its checkpoint
+    is queued (the block before it is on disk: checkpoints are written off the sampling thread)."""
     while not chain.done:
         reason = policy(chain.progress) if policy is not None else None
         if reason is not None:
+            chain.flush()
             raise Stopped(reason, f"chain {chain.chain} stopped at iteration {chain.progress.iteration}: {reason}")
         block = chain.step()
         if on_block is not None:
