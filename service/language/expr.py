@@ -14,7 +14,7 @@ import ast
 import math
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from service.exceptions import Problem, SpecError
@@ -325,51 +325,56 @@ def _slice_bound(node: ast.expr | None) -> int | None:
     return value.value
 
 
+def children(node: Node) -> list[Node]:
+    """The direct sub-expressions of `node` (an index's slices hold integers, not expressions)."""
+    match node:
+        case Call(args=args, kwargs=kwargs):
+            return [*args, *(v for _, v in kwargs)]
+        case Neg(operand=o):
+            return [o]
+        case BinOp(left=a, right=b) | Compare(left=a, right=b):
+            return [a, b]
+        case Index(value=v, items=items):
+            return [v, *(i for i in items if not isinstance(i, Slice))]
+    return []
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """`node` and every sub-expression in it, depth first."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack += children(n)
+
+
 def recurrence_lengths(node: Node) -> set[str]:
     """Names given as a recurrence's length anywhere in `node`."""
     out: set[str] = set()
-    stack: list[Node | Slice] = [node]
-    while stack:
-        n = stack.pop()
+    for n in walk(node):
         match n:
-            case Call(func="recurrence", args=(init, step, Name(id=length))):
+            case Call(func="recurrence", args=(_, _, Name(id=length))):
                 out.add(length)
-                stack += [init, step]
-            case Call(args=args, kwargs=kwargs):
-                stack += list(args) + [v for _, v in kwargs]
-            case Neg(operand=o):
-                stack.append(o)
-            case BinOp(left=a, right=b) | Compare(left=a, right=b):
-                stack += [a, b]
-            case Index(value=v, items=items):
-                stack += [v, *items]
     return out
 
 
 def names(node: Node) -> set[str]:
     """Every name an expression refers to (functions excluded)."""
     out: set[str] = set()
-    stack: list[Node | Slice] = [node]
+    stack = [node]
     while stack:
         n = stack.pop()
         match n:
             case Name(id=i):
                 out.add(i)
-            case Neg(operand=o):
-                stack.append(o)
-            case BinOp(left=a, right=b) | Compare(left=a, right=b):
-                stack += [a, b]
             case Call(func="recurrence", args=(init, step, length)):  # its step binds prev and t
                 stack += [init, length]
                 out |= names(step) - {"prev", "t"}
             case Call(func="ode", args=(rhs, *rest), kwargs=kwargs):  # its right-hand side binds state and time
                 stack += [*rest, *(v for _, v in kwargs)]
                 out |= names(rhs) - {"state", "time"}
-            case Call(args=args, kwargs=kwargs):
-                stack += list(args) + [v for _, v in kwargs]
-            case Index(value=v, items=items):
-                stack.append(v)
-                stack += list(items)
+            case _:
+                stack += children(n)
     return out
 
 

@@ -24,7 +24,7 @@ from service.language.catalog import (
     Fn,
 )
 from service.language.data import MAX_DATA_DIMS
-from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice, names, to_text
+from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice, names, to_text, walk
 from service.language.ir import Shape
 
 MAX_DIMS = MAX_DATA_DIMS
@@ -388,20 +388,7 @@ def _mentions_step(node: Node) -> bool:
 
 
 def _calls(node: Node) -> list[Call]:
-    found, stack = [], [node]
-    while stack:
-        n = stack.pop()
-        match n:
-            case Call(args=args, kwargs=kwargs):
-                found.append(n)
-                stack += [*args, *(v for _, v in kwargs)]
-            case Neg(operand=o):
-                stack.append(o)
-            case BinOp(left=a, right=b) | Compare(left=a, right=b):
-                stack += [a, b]
-            case Index(value=v, items=items):
-                stack += [v, *(i for i in items if not isinstance(i, Slice))]
-    return found
+    return [n for n in walk(node) if isinstance(n, Call)]
 
 
 def ode_options(kwargs: tuple[tuple[str, Node], ...]) -> dict[str, float]:

@@ -13,7 +13,6 @@ import scipy.stats as st
 
 from service.language import expr
 from service.language.catalog import DISTRIBUTIONS, FUNCTIONS
-from service.language.expr import Name
 
 pytestmark = pytest.mark.usefixtures("jax_ready")
 
@@ -137,7 +136,7 @@ def _loop(init: Any, step: Any, n: int) -> np.ndarray:
 
 
 def test_every_function_has_a_case() -> None:
-    covered = {n.func for text, _ in CASES for n in _calls(expr.parse(text, "x"))}
+    covered = {n.func for text, _ in CASES for n in expr.walk(expr.parse(text, "x")) if isinstance(n, expr.Call)}
     assert covered == set(FUNCTIONS)
 
 
@@ -156,25 +155,6 @@ def test_expression_matches_numpy(text: str, expected: Any) -> None:
     # the validator's static shape is the shape JAX produces
     shape = ShapeChecker({k: Symbol("data", v.shape, v) for k, v in VALUES.items()}).shape(node)
     assert shape == got.shape
-
-
-def _calls(node: Any) -> list[expr.Call]:
-    found: list[expr.Call] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, expr.Call):
-            found.append(n)
-            stack += list(n.args)
-        elif isinstance(n, expr.BinOp | expr.Compare):
-            stack += [n.left, n.right]
-        elif isinstance(n, expr.Neg):
-            stack.append(n.operand)
-        elif isinstance(n, expr.Index):
-            stack += [n.value, *[i for i in n.items if not isinstance(i, expr.Slice)]]
-        elif isinstance(n, Name | expr.Num):
-            pass
-    return found
 
 
 PARAM_USES = {
