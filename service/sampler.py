@@ -100,7 +100,7 @@ class SamplerSettings(BaseModel):
 
     def kept(self, draws: int) -> int:
         """Kept draws among the first `draws` sampling iterations: every `thin`-th, the first included."""
-        return -(-draws // self.thin)
+        return cost.kept_draws(draws, self.thin)
 
     @property
     def most_draws(self) -> int:

@@ -155,10 +155,15 @@ def evaluation(model: Model) -> EvaluationCost:
     return EvaluationCost(tuple(values), sum(v.nbytes for v in model.data.values()))
 
 
+def kept_draws(draws: int, thin: int) -> int:
+    """Kept draws among the first `draws` sampling iterations: every `thin`-th, the first included."""
+    return -(-draws // thin)
+
+
 def result(model: Model, *, chains: int, draws: int, thin: int, keep: list[str] | None) -> ResultCost:
     """The stored results of a job of `model` with these sampler settings."""
     elements = sum(math.prod(n.shape) for n in model.kept(keep))
-    return ResultCost(chains=chains, kept_draws=-(-draws // thin), kept_elements=elements)
+    return ResultCost(chains=chains, kept_draws=kept_draws(draws, thin), kept_elements=elements)
 
 
 STATE_VECTORS = 7
