@@ -77,3 +77,16 @@ def test_without_warmup_fisher_is_plain_nuts(eight_schools: dict[str, Any]) -> N
     a = Engine().run(model, SamplerSettings(chains=1, warmup=0, draws=20, seed=3, adaptation="fisher"))
     b = Engine().run(model, SamplerSettings(chains=1, warmup=0, draws=20, seed=3))
     assert np.array_equal(a.draws["mu"], b.draws["mu"])
+
+
+def test_a_warm_start_adapts_on_from_an_earlier_fit(eight_schools: dict[str, Any]) -> None:
+    from workers.engine import Engine
+    from workers.state import WarmStart
+
+    model = validate(eight_schools)
+    first = Engine().run(model, SamplerSettings(chains=2, warmup=200, draws=50, seed=3))
+    warm = SamplerSettings(chains=2, warmup=60, draws=100, seed=4, adaptation="fisher",
+                           warm_start={"job": "j" + "0" * 24})
+    fit = Engine().run(model, warm, warm=[WarmStart.of(s) for s in first.states])
+    assert all(np.all(np.isfinite(v)) for v in fit.draws.values())
+    assert all(int(s["fisher/updates"]) > 0 for s in fit.states)
