@@ -28,6 +28,8 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Seed; the draws are a pure function of model, data, settings.")]
     = None,
     target_accept: Annotated[float | None, typer.Option(help="Target acceptance probability (default 0.8).")] = None,
+    adaptation: Annotated[str | None, typer.Option(help="Warmup adaptation: stan (default) or fisher (nutpie's "
+                                                        "mass matrix from positions and gradients).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the InferenceData as netCDF here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint every block here; rerun to resume.")]
@@ -40,7 +42,7 @@ def run(
     """Fit a model in this process and print its summary. Rerun with a larger --draws and the same
     --checkpoint-dir to continue the chains: the result equals a run asked for the longer draws from the start."""
     overrides = {k: v for k, v in dict(chains=chains, warmup=warmup, draws=draws, thin=thin, seed=seed,
-                                       target_accept=target_accept).items() if v is not None}
+                                       target_accept=target_accept, adaptation=adaptation).items() if v is not None}
     if until:
         overrides["until"] = True
     model, settings = _load(file, overrides)

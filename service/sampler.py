@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from service.exceptions import Problem, SpecError
 from service.language import cost, text
@@ -74,6 +74,10 @@ class SamplerSettings(BaseModel):
     target_accept: Annotated[float, Role.COMPILED] = Field(0.8, gt=0.0, lt=1.0)
     max_tree_depth: Annotated[int, Role.COMPILED] = Field(10, ge=1, le=15)
     dense_mass: Annotated[bool, Role.COMPILED] = False
+    adaptation: Annotated[Literal["stan", "fisher"], Role.COMPILED] = Field(
+        "stan", description="Warmup adaptation of the step size and diagonal mass matrix: `stan` (numpyro's: "
+        "variance of the positions in Stan's windows) or `fisher` (nutpie's: sqrt(Var(positions) / Var(gradients)), "
+        "re-estimated every draw, in short early windows then growing ones); `fisher` needs `dense_mass: false`.")
     init: Annotated[Literal["uniform", "median", "sample", "feasible"], Role.COMPILED] = Field(
         "uniform", description="numpyro init strategy; `uniform` (numpyro's default) draws in (-2, 2) unconstrained.")
     keep: Annotated[list[str] | None, Role.COMPILED] = Field(
@@ -90,6 +94,14 @@ class SamplerSettings(BaseModel):
             return {}
         if value is False:
             return None
+        return value
+
+    @field_validator("adaptation")
+    @classmethod
+    def _adaptation_fits(cls, value: str, info: ValidationInfo) -> str:
+        if value == "fisher" and info.data.get("dense_mass"):
+            raise ValueError("fisher adaptation estimates a diagonal mass matrix only; use dense_mass: false or "
+                             "adaptation: stan")
         return value
 
     @model_validator(mode="after")

@@ -7,6 +7,12 @@ shapes, compiled settings) is reused by every chain and every later job.
 A block runs up to `n` NUTS transitions (warmup included) in one `lax.scan` of
 fixed length whose steps past `n` are skipped, so any block length runs the same
 compiled code.
+
+Warmup adaptation (`sampler.adaptation`): `stan` is numpyro's own (`warmup_adapter`:
+dual averaging of the step size, Welford variance of the positions in Stan's
+windows); `fisher` switches numpyro's off and adapts in the block's transition
+instead (workers/fisher.py: nutpie's position/gradient variance metric and
+schedule), carrying its state in `SamplerState.fisher`.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from numpyro.infer.util import ParamInfo, initialize_model
 from service.exceptions import InitializationError
 from service.language.ir import Model
 from service.sampler import Role, SamplerSettings
+from workers import fisher
 from workers.lower import lower
-from workers.state import SamplerState, WarmStart
+from workers.state import FisherAdaptation, SamplerState, WarmStart
 
 STAT_NAMES = ("diverging", "n_steps", "tree_depth", "step_size", "energy", "lp", "acceptance_rate")
 MAX_BLOCK_BYTES = 64 * 1024 * 1024
@@ -58,6 +65,8 @@ class Program:
 
     def __init__(self, model: Model, settings: SamplerSettings, *, max_block: int) -> None:
         self.settings = settings
+        self.fisher = settings.adaptation == "fisher" and settings.warmup > 0
+        """Whether this program adapts with workers/fisher.py (without warmup there is nothing to adapt)."""
         self.model_fn = lower(model)
         self.init_strategy = _INIT_STRATEGIES[settings.init]()
         kept = model.kept(settings.keep)
@@ -67,7 +76,7 @@ class Program:
         self.block = jax.jit(self._block)
         self._lock = threading.Lock()
         self._compiled = False
-        self._kernels: Any = None  # (sample_kernel, postprocess_fn_gen, unravel), built by the first init
+        self._kernels: Any = None  # (sample_kernel, postprocess_gen, unravel, flat_potential), built by the first init
         self._init: Any = None
         self._warm: Any = None
 
@@ -75,11 +84,11 @@ class Program:
         """Initial state of a chain (jitted after the first), with strong dtypes like a restored state."""
         key_state, key_init = jax.random.split(key)
         self._ensure_built(key_init, data)
-        state, valid = self._init(key_init, key_state, data)
+        state, adaptation, valid = self._init(key_init, key_state, data)
         if not bool(valid):
             raise InitializationError(NO_VALID_START)
         # through numpy: weakly typed scalars become strong, so fresh and restored states share one compiled block
-        return SamplerState.from_numpyro(state).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
+        return SamplerState.from_numpyro(state, adaptation).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
 
     def warm_init(self, key: jax.Array, data: dict[str, jax.Array], start: WarmStart) -> SamplerState:
         """Initial state at an earlier chain's final position, step size and inverse mass matrix; warmup (if any)
@@ -94,31 +103,32 @@ class Program:
             if got != want.shape:
                 raise InitializationError(f"warm start: {name} has shape {list(got)}, this model needs "
                                           f"{list(want.shape)}")
-        state, valid = self._warm(key_state, data, jnp.asarray(start.position, shapes.z.dtype),
-                                  jnp.asarray(start.step_size, shapes.adapt_state.step_size.dtype),
-                                  jnp.asarray(start.inverse_mass_matrix, wanted["inverse_mass_matrix"].dtype))
+        state, adaptation, valid = self._warm(
+            key_state, data, jnp.asarray(start.position, shapes.z.dtype),
+            jnp.asarray(start.step_size, shapes.adapt_state.step_size.dtype),
+            jnp.asarray(start.inverse_mass_matrix, wanted["inverse_mass_matrix"].dtype))
         if not bool(valid):
             raise InitializationError("warm start: the log density (or its gradient) is not finite at the earlier "
                                       "job's final position with this data")
-        return SamplerState.from_numpyro(state).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
+        return SamplerState.from_numpyro(state, adaptation).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
 
     def state_shapes(self, key: jax.Array, data: dict[str, jax.Array]) -> SamplerState:
         """Shapes and dtypes of a chain's state (`jax.ShapeDtypeStruct`s), without running anything."""
         key_state, key_init = jax.random.split(key)
         self._ensure_built(key_init, data)
-        state, _ = jax.eval_shape(self._init, key_init, key_state, data)
-        return SamplerState.from_numpyro(state)
+        state, adaptation, _ = jax.eval_shape(self._init, key_init, key_state, data)
+        return SamplerState.from_numpyro(state, adaptation)
 
     def run_block(self, state: SamplerState, data: dict[str, jax.Array], n: int) -> tuple[SamplerState, Any]:
         """Up to `n` transitions from `state`: the state after them and their (draws, stats), max_block long."""
         if self._compiled:
-            after, out = self.block(state.to_numpyro(), data, n)
-            return SamplerState.from_numpyro(after), out
+            (after, adaptation), out = self.block((state.to_numpyro(), state.fisher), data, n)
+            return SamplerState.from_numpyro(after, adaptation), out
         with self._lock:  # the first call traces and compiles; other chains wait for it
-            after, out = self.block(state.to_numpyro(), data, n)
+            (after, adaptation), out = self.block((state.to_numpyro(), state.fisher), data, n)
             jax.block_until_ready(out)
             self._compiled = True
-            return SamplerState.from_numpyro(after), out
+            return SamplerState.from_numpyro(after, adaptation), out
 
     def _ensure_built(self, key_init: jax.Array, data: dict[str, jax.Array]) -> None:
         with self._lock:
@@ -144,7 +154,8 @@ class Program:
             return lambda z: potential(unravel(z))
 
         init_kernel, sample_kernel = hmc(potential_fn_gen=flat_potential, algo="NUTS")
-        settings, model_fn, strategy = self.settings, self.model_fn, self.init_strategy
+        settings, model_fn, strategy, use_fisher = self.settings, self.model_fn, self.init_strategy, self.fisher
+        numpyro_adapts = not use_fisher  # fisher: numpyro's adaptation off, workers/fisher.py adapts instead
 
         def init(key_init: jax.Array, key_state: jax.Array, data: dict[str, jax.Array]) -> Any:
             start = initialize_model(key_init, model_fn, model_args=(data,), dynamic_args=True,
@@ -153,14 +164,21 @@ class Program:
             state = init_kernel(
                 ParamInfo(z, start.potential_energy, grad),
                 num_warmup=settings.warmup,
+                inverse_mass_matrix=fisher.gradient_variance(grad) if use_fisher else None,
+                adapt_step_size=numpyro_adapts,
+                adapt_mass_matrix=numpyro_adapts,
                 dense_mass=settings.dense_mass,
                 target_accept_prob=settings.target_accept,
                 max_tree_depth=settings.max_tree_depth,
                 model_args=(data,),
                 rng_key=key_state,
             )
+            adaptation = None
+            if use_fisher:
+                state, adaptation = fisher.initial_search(flat_potential(data), state, fisher.start(z, grad),
+                                                          settings.target_accept)
             valid = jnp.isfinite(start.potential_energy) & jnp.all(jnp.isfinite(grad))
-            return state, valid
+            return state, adaptation, valid
 
         def warm(key_state: jax.Array, data: dict[str, jax.Array], z: jax.Array, step_size: jax.Array,
                  inverse_mass_matrix: jax.Array) -> Any:
@@ -170,24 +188,38 @@ class Program:
                 num_warmup=settings.warmup,
                 step_size=step_size,
                 inverse_mass_matrix=inverse_mass_matrix,
+                adapt_step_size=numpyro_adapts,
+                adapt_mass_matrix=numpyro_adapts,
                 dense_mass=settings.dense_mass,
                 target_accept_prob=settings.target_accept,
                 max_tree_depth=settings.max_tree_depth,
                 model_args=(data,),
                 rng_key=key_state,
             )
-            return state, jnp.isfinite(potential) & jnp.all(jnp.isfinite(grad))
+            # a warm start keeps the earlier step size: no initial search (the first estimate still has one)
+            adaptation = fisher.start(z, grad) if use_fisher else None
+            return state, adaptation, jnp.isfinite(potential) & jnp.all(jnp.isfinite(grad))
 
         self._init = jax.jit(init)
         self._warm = jax.jit(warm)
-        self._kernels = (sample_kernel, postprocess_gen, unravel)
+        self._kernels = (sample_kernel, postprocess_gen, unravel, flat_potential)
 
-    def _block(self, state: Any, data: dict[str, jax.Array], n: jax.Array) -> tuple[Any, Any]:
-        sample_kernel, postprocess_gen, unravel = self._kernels
+    def _block(self, carry: tuple[Any, FisherAdaptation | None], data: dict[str, jax.Array],
+               n: jax.Array) -> tuple[Any, Any]:
+        sample_kernel, postprocess_gen, unravel, flat_potential = self._kernels
         constrain = postprocess_gen(data)
+        schedule, target, potential = fisher.Schedule.of(self.settings.warmup), self.settings.target_accept, None
+        if self.fisher:
+            potential = flat_potential(data)
 
-        def transition(s: Any) -> tuple[Any, Any]:
-            s = sample_kernel(s, (data,), {})
+        def transition(c: tuple[Any, FisherAdaptation | None]) -> tuple[Any, Any]:
+            before, adaptation = c
+            s = sample_kernel(before, (data,), {})
+            if adaptation is not None:
+                s, adaptation = jax.lax.cond(
+                    before.i < schedule.warmup,
+                    lambda s, f: fisher.adapt(schedule, target, potential, before, s, f),
+                    lambda s, f: (s, f), s, adaptation)
             values = constrain(unravel(s.z))
             stats = {
                 "i": s.i,
@@ -198,15 +230,15 @@ class Program:
                 "lp": -s.potential_energy,
                 "acceptance_rate": s.accept_prob,
             }
-            return s, ({out: values[site] for site, out in self.outputs.items()}, stats)
+            return (s, adaptation), ({out: values[site] for site, out in self.outputs.items()}, stats)
 
-        empty = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(transition, state)[1])
+        empty = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(transition, carry)[1])
 
-        def step(s: Any, j: jax.Array) -> tuple[Any, Any]:
+        def step(c: Any, j: jax.Array) -> tuple[Any, Any]:
             # steps past n cost a branch, not a transition: one compiled block serves every length
-            return jax.lax.cond(j < n, transition, lambda s: (s, empty), s)
+            return jax.lax.cond(j < n, transition, lambda c: (c, empty), c)
 
-        return jax.lax.scan(step, state, jnp.arange(self.max_block))
+        return jax.lax.scan(step, carry, jnp.arange(self.max_block))
 
 
 _programs: OrderedDict[tuple[Any, ...], Program] = OrderedDict()

@@ -34,13 +34,15 @@ class StepSizeAdaptation(NamedTuple):
     gradient_avg: Any
     """Running average of (target acceptance - acceptance)."""
     iterations: Any
-    """Iterations since the adaptation last restarted (at the end of every slow window)."""
+    """Iterations since the adaptation last restarted (at the end of every slow window; with `adaptation: fisher`
+    after each step size search)."""
     prox_center: Any
     """The point the iterates shrink towards: log(10 * step size) at the restart."""
 
 
 class MassMatrixAdaptation(NamedTuple):
-    """Welford's running (co)variance of the positions in the current window (numpyro's `welford_covariance`)."""
+    """Welford's running (co)variance of the positions in the current window (numpyro's `welford_covariance`);
+    unused (zeros) with `adaptation: fisher`."""
 
     mean: Any
     """Running mean of the positions, (dim,)."""
@@ -66,13 +68,46 @@ class AdaptState(NamedTuple):
     mass_matrix_adaptation: MassMatrixAdaptation
     """Welford state of the mass matrix's current window."""
     window_idx: Any
-    """Index of the warmup window the chain is in (Stan's schedule: a fast window, doubling slow ones, a fast one)."""
+    """Index of the warmup window the chain is in (Stan's schedule: a fast window, doubling slow ones, a fast one);
+    with `adaptation: fisher` it still counts Stan's windows but nothing adapts at their ends."""
     rng_key: Any
     """PRNG key of the step size search at the end of each slow window."""
 
 
+class Moments(NamedTuple):
+    """Welford's running means and sums of squared deviations of positions and gradients over one window."""
+
+    count: Any
+    """Draws seen."""
+    position_mean: Any
+    """Mean of the positions, (dim,)."""
+    position_m2: Any
+    """Sum of squared deviations of the positions from their mean, (dim,)."""
+    gradient_mean: Any
+    """Mean of the gradients of the potential, (dim,)."""
+    gradient_m2: Any
+    """Sum of squared deviations of the gradients, (dim,)."""
+
+
+class FisherAdaptation(NamedTuple):
+    """What `sampler.adaptation: fisher` carries besides numpyro's state (workers/fisher.py): two estimators of
+    positions and gradients, the window size and counters."""
+
+    current: Moments
+    """The estimator the metric is computed from after every draw."""
+    background: Moments
+    """Draws since the last switch; becomes `current` at the next one."""
+    window: Any
+    """Draws the background needs for the next switch after the early phase."""
+    updates: Any
+    """Metric estimates so far (the first one is followed by a step size search)."""
+    unreported_gradients: Any
+    """Gradients of the initial step size search, reported with the first iteration's `n_steps`."""
+
+
 class SamplerState(NamedTuple):
-    """Everything a NUTS chain carries from one iteration to the next (numpyro's `HMCState`).
+    """Everything a NUTS chain carries from one iteration to the next (numpyro's `HMCState`, and with
+    `sampler.adaptation: fisher` the `FisherAdaptation`).
 
     A chain restored from these arrays continues bit for bit.
     """
@@ -103,10 +138,12 @@ class SamplerState(NamedTuple):
     """Step size, mass matrix and their adaptation."""
     rng_key: Any
     """PRNG key of the next transition: the chain's randomness lives here, not in any global."""
+    fisher: FisherAdaptation | None = None
+    """The fisher adaptation's own state; None (not stored) with `adaptation: stan` or without warmup."""
 
     @classmethod
-    def from_numpyro(cls, state: Any) -> SamplerState:
-        """Rename numpyro's `HMCState`; values are not touched."""
+    def from_numpyro(cls, state: Any, fisher: FisherAdaptation | None = None) -> SamplerState:
+        """Rename numpyro's `HMCState` (and add the fisher adaptation's state); values are not touched."""
         a = state.adapt_state
         adapt = AdaptState(
             step_size=a.step_size,
@@ -132,10 +169,11 @@ class SamplerState(NamedTuple):
             diverging=state.diverging,
             adapt_state=adapt,
             rng_key=state.rng_key,
+            fisher=fisher,
         )
 
     def to_numpyro(self) -> Any:
-        """The numpyro `HMCState` the kernel steps."""
+        """The numpyro `HMCState` the kernel steps (`fisher` is not part of it)."""
         a = self.adapt_state
         adapt = HMCAdaptState(
             step_size=a.step_size,

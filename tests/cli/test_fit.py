@@ -72,6 +72,8 @@ def test_bad_spec_exits_2_naming_the_field_and_runs_nothing(tmp_path: Path, comp
 def test_bad_sampler_option_exits_2(compile_cache: Path) -> None:
     done = run(["run", str(EXAMPLES / "eight_schools.yaml"), "--chains", "0"], compile_cache)
     assert done.returncode == 2 and "sampler.chains" in done.stderr
+    done = run(["run", str(EXAMPLES / "eight_schools.yaml"), "--adaptation", "nutpie"], compile_cache)
+    assert done.returncode == 2 and "sampler.adaptation" in done.stderr
 
 
 def test_oversized_file_is_refused_before_reading(tmp_path: Path, compile_cache: Path) -> None:

@@ -24,11 +24,12 @@ def assert_same_draws(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> Non
         assert np.array_equal(a[name], b[name]), name
 
 
-def test_draws_do_not_depend_on_threads_blocks_or_placement(eight_schools: dict[str, Any]) -> None:
+@pytest.mark.parametrize("adaptation", ["stan", "fisher"])
+def test_draws_do_not_depend_on_threads_blocks_or_placement(eight_schools: dict[str, Any], adaptation: str) -> None:
     from workers.engine import Engine
 
     model = validate(eight_schools)
-    settings = SamplerSettings(**SMALL)
+    settings = SamplerSettings(**SMALL, adaptation=adaptation)
     reference = Engine(threads=1).run(model, settings)
     parallel = Engine(threads=3, max_block=7, block_seconds=0.001).run(model, settings)
     assert_same_draws(reference.draws, parallel.draws)
@@ -77,12 +78,16 @@ def test_defines_thin_and_keep(eight_schools: dict[str, Any]) -> None:
     assert np.array_equal(full.draws["tau"], kept.draws["tau"])
 
 
-def test_stop_and_resume_is_bit_identical(eight_schools: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("adaptation", ["stan", "fisher"])
+def test_stop_and_resume_is_bit_identical(eight_schools: dict[str, Any], tmp_path: Path, adaptation: str) -> None:
     from workers.engine import Engine
 
     model = validate(eight_schools)
-    settings = SamplerSettings(**SMALL)
+    settings = SamplerSettings(**SMALL, adaptation=adaptation)
     reference = Engine().run(model, settings)
+    again = Engine().run(model, settings)  # determinism: the same seed, the same draws
+    assert_same_draws(reference.draws, again.draws)
+    assert_same_draws(reference.stats, again.stats)
     stop = threading.Event()
     seen: list[Any] = []
 
@@ -96,6 +101,7 @@ def test_stop_and_resume_is_bit_identical(eight_schools: dict[str, Any], tmp_pat
         engine.run(model, settings, checkpoint_dir=tmp_path, progress=progress, stop=stop)
     blocks = sorted(tmp_path.glob("chain-*/block-*.npz"))
     assert 0 < len(blocks) < 3 * (250 // 20 + 1)
+    assert all(p.iteration < settings.warmup for p in seen)  # stopped mid-warmup: the resume continues warmup
     resumed = Engine(threads=2, max_block=33).run(model, settings, checkpoint_dir=tmp_path)
     assert_same_draws(reference.draws, resumed.draws)
     assert_same_draws(reference.stats, resumed.stats)
@@ -105,6 +111,7 @@ def test_stop_and_resume_is_bit_identical(eight_schools: dict[str, Any], tmp_pat
     # checkpoints are plain arrays: readable without pickle
     with np.load(blocks[0], allow_pickle=False) as npz:
         assert "state/adapt_state/inverse_mass_matrix" in npz.files and "meta" in npz.files
+        assert ("state/fisher/current/gradient_m2" in npz.files) is (adaptation == "fisher")
 
 
 def test_unseeded_job_resumes_with_the_seed_it_chose(eight_schools: dict[str, Any], tmp_path: Path) -> None:

@@ -67,11 +67,13 @@ def posterior(path: Path) -> dict[str, np.ndarray]:
     return {k: idata.posterior[k].values for k in idata.posterior.data_vars}
 
 
-def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, compile_cache: Path) -> None:
+@pytest.mark.parametrize("adaptation", ["stan", "fisher"])
+def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, compile_cache: Path,
+                                                               adaptation: str) -> None:
     job = tmp_path / "job.json"
     spec = load_file(EXAMPLES / "eight_schools.yaml")
     job.write_text(json.dumps({"model": spec, "sampler": {"chains": 2, "warmup": WARMUP, "draws": DRAWS,
-                                                           "seed": 99}}))
+                                                           "seed": 99, "adaptation": adaptation}}))
     reference = tmp_path / "reference.nc"
     subprocess.run([*CHAINYARD, "run", str(job), "--quiet", "--out", str(reference)], check=True,
                    env=subprocess_env(compile_cache), timeout=300)
