@@ -221,8 +221,8 @@ class Chain:
 
     def result(self) -> ChainDraws:
         """The kept draws and stats up to `total` (restored and run), concatenated; a chain restored from a
-        longer run gives the first ones only, as if it had stopped there. Its checkpoints are on disk."""
-        self.flush()
+        longer run gives the first ones only, as if it had stopped there. Its last checkpoints may still be
+        being written (a reload waits for them)."""
         blocks = [*self.restored, *self.blocks]
         n = self.settings.kept(self.total - self.settings.warmup)
         return ChainDraws(
@@ -233,7 +233,6 @@ class Chain:
 
     def snapshot(self) -> ChainSnapshot:
         """State, progress and every kept draw so far: what continues this chain on another machine."""
-        self.flush()
         blocks = [*self.restored, *self.blocks]
         return ChainSnapshot(
             state=self.state.to_arrays(), progress=self.progress,

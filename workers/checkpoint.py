@@ -10,11 +10,12 @@ Layout under the job's checkpoint directory:
 
 Each block file is written to a temporary name, fsynced and renamed, so a reader
 sees either the whole block or none of it. The newest block file holds the state
-to resume from. Writes run off the sampling thread (`ChainStore.save` returns at
-once; the chain samples on while its block is written): at most one block per
-chain is in flight, and blocks are written in order, so whatever a kill leaves on
-disk is a prefix of the chain's blocks, and the chain resumes from its newest one
-exactly as from any other. Files are npz read with `allow_pickle=False`: reading a
+to resume from. Writes run off the sampling thread (`ChainStore.save` queues the
+block and returns; the chain samples on while it is written), a chain's blocks one
+at a time in order, so whatever a kill leaves on disk is a prefix of the chain's
+blocks, and the chain resumes from its newest one exactly as from any other.
+Loading, clearing and stopping wait for the queue; a finished chain's results do
+not (its last write overlaps whatever comes next). Files are npz read with `allow_pickle=False`: reading a
 checkpoint never runs code. Arrays only; metadata is a JSON string stored as a
 unicode array.
 """
@@ -26,7 +27,7 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,63 @@ class Resumed:
     """Metadata of every block, oldest first."""
 
 
-_writer = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checkpoint")
-"""Writes block files; its threads finish their writes before the process exits normally."""
-_in_flight: dict[Path, Future[None]] = {}
-"""The block being written, per chain directory: shared by every ChainStore of that directory in the process."""
-_in_flight_lock = threading.Lock()
+class _Writer:
+    """Writes block files on background threads: per chain directory in the order saved, one at a time; a
+    failed write is raised by the next save or flush of that directory. Its threads finish queued writes before
+    the process exits normally."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="checkpoint")
+        self._done = threading.Condition()
+        self._queues: dict[Path, list[tuple[Path, dict[str, np.ndarray]]]] = {}
+        """Blocks not yet written, per directory; a directory's entry exists while its drain runs."""
+        self._errors: dict[Path, BaseException] = {}
+
+    def save(self, directory: Path, path: Path, arrays: dict[str, np.ndarray]) -> None:
+        with self._done:
+            self._raise(directory)
+            queue = self._queues.get(directory)
+            if queue is None:
+                self._queues[directory] = [(path, arrays)]
+                self._pool.submit(self._drain, directory)
+            else:
+                queue.append((path, arrays))
+
+    def flush(self, directory: Path) -> None:
+        with self._done:
+            self._done.wait_for(lambda: directory not in self._queues)
+            self._raise(directory)
+
+    def _raise(self, directory: Path) -> None:
+        error = self._errors.pop(directory, None)
+        if error is not None:
+            raise error
+
+    def _drain(self, directory: Path) -> None:
+        while True:
+            with self._done:
+                queue = self._queues[directory]
+                if not queue:
+                    del self._queues[directory]
+                    self._done.notify_all()
+                    return
+                path, arrays = queue[0]
+            try:
+                _write_block(path, arrays)
+            except Exception as exc:  # e.g. a full disk: handed to the chain's next save or flush
+                with self._done:
+                    self._errors[directory] = exc
+                    self._queues[directory].clear()  # later blocks cannot follow a missing one
+                continue
+            with self._done:
+                queue.pop(0)
+
+
+def _write_block(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+
+
+_writer = _Writer()
 
 
 class ChainStore:
@@ -120,24 +173,17 @@ class ChainStore:
 
     def save(self, block: int, state: Mapping[str, np.ndarray], draws: dict[str, np.ndarray],
              stats: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Queue block `block`: its draws and stats, and the sampler state after it by field path. Returns once
-        the previous block of this chain is written (raising its error, if any) and this one is queued."""
+        """Queue block `block`: its draws and stats, and the sampler state after it by field path; it is written
+        after the chain's earlier blocks, off this thread. Raises the error of an earlier failed write."""
         arrays: dict[str, np.ndarray] = {f"state/{k}": np.asarray(v) for k, v in state.items()}
         arrays.update({f"draw/{k}": v for k, v in draws.items()})
         arrays.update({f"stat/{k}": v for k, v in stats.items()})
         arrays["meta"] = np.asarray(json.dumps({**meta, "format": FORMAT, "block": block}))
-        path = self.dir / f"block-{block:06d}.npz"
-        self.flush()
-        with _in_flight_lock:
-            _in_flight[self.dir] = _writer.submit(write_atomic, path,
-                                                  lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+        _writer.save(self.dir, self.dir / f"block-{block:06d}.npz", arrays)
 
     def flush(self) -> None:
         """Wait until every queued block of this chain is on disk; raise the error of a failed write."""
-        with _in_flight_lock:
-            pending = _in_flight.pop(self.dir, None)
-        if pending is not None:
-            pending.result()
+        _writer.flush(self.dir)
 
     def clear(self) -> None:
         """Remove every block file (the chain continues from a newer snapshot kept elsewhere)."""

@@ -119,7 +119,8 @@ class Engine:
     ) -> Fit:
         """Run every chain of a job, several at once on the CPU cores, resuming from checkpoints; with
         `settings.until`, in rounds, each ended by one decision from the draws so far. `warm`: chain c starts
-        at warm[c % len(warm)] (a warm start)."""
+        at warm[c % len(warm)] (a warm start). The chains' last checkpoints may still be being written when this
+        returns (off the sampling thread; `ChainStore.flush` waits, and so does a rerun's load)."""
         started = time.perf_counter()
         seed = settings.seed
         fingerprint = ""

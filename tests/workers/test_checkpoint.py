@@ -23,7 +23,10 @@ OLDER = r"written by an older chainyard \(this one reads 2\); it cannot be resum
 def test_block_files_hold_the_sampler_state_by_field_name(eight_schools: dict[str, Any], tmp_path: Path) -> None:
     from workers.engine import Engine
 
+    from workers.checkpoint import ChainStore
+
     Engine().run(validate(eight_schools), SETTINGS, checkpoint_dir=tmp_path)
+    ChainStore(tmp_path, 0).flush()  # the last block may still be being written when run returns
     newest = sorted(tmp_path.glob("chain-0/block-*.npz"))[-1]
     with np.load(newest, allow_pickle=False) as npz:
         assert {k.removeprefix("state/") for k in npz.files if k.startswith("state/")} == FIELDS
@@ -69,8 +72,11 @@ def test_a_checkpoint_missing_or_misshaping_a_field_is_refused(
         eight_schools: dict[str, Any], tmp_path: Path, tamper: Any, message: str) -> None:
     from workers.engine import Engine
 
+    from workers.checkpoint import ChainStore
+
     model = validate(eight_schools)
     Engine().run(model, SETTINGS, checkpoint_dir=tmp_path)
+    ChainStore(tmp_path, 0).flush()
     newest = sorted(tmp_path.glob("chain-0/block-*.npz"))[-1]
     with np.load(newest, allow_pickle=False) as npz:
         arrays = {k: npz[k] for k in npz.files}
