@@ -3,6 +3,7 @@
     python bench/engine.py                 # 4 chains x (1000 warmup + 1000 draws), 3 repeats
     python bench/engine.py --quick         # 200 + 200, 1 repeat: smoke test
     python bench/engine.py --models eight_schools --contenders chainyard,pystan
+    python bench/engine.py --models gp,garch,population_pk --out bench/results/language   # opt-in models
 
 Writes bench/results/engine.json (every measurement) and bench/results/engine.md (the table).
 Each contender runs in its own subprocess (`--worker NAME --model MODEL`), so JAX caches,
@@ -25,16 +26,17 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-if str(ROOT) not in sys.path:
+if sys.path[:1] != [str(ROOT)]:
+    # first, even when PYTHONPATH already names it: bench/service.py must not shadow the `service` package
     sys.path.insert(0, str(ROOT))
 
-MODELS = ("eight_schools", "hierarchical_regression", "hierarchical_logistic")
 CONTENDERS = ("chainyard", "numpyro", "pystan", "gradient")
 CHAINS = 4
 SEED = 1
@@ -46,34 +48,91 @@ WORKER_TIMEOUT_S = 3600
 # ----------------------------------------------------------------------------------------------
 
 
-def _generate_module() -> Any:
+def _load_module(path: str) -> Any:
+    """A script under examples/ (generate.py, timeseries/simulate.py, ...) as a module."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("chainyard_examples_generate", ROOT / "examples" / "generate.py")
+    name = "chainyard_examples_" + path.removesuffix(".py").replace("/", "_")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def load_model(name: str, variant: int = 0) -> Any:
-    """The benchmark model `name`; variant k >= 1 draws new data values with the same shapes and dtypes."""
+def _shift_y(spec: dict[str, Any], variant: int) -> dict[str, Any]:
+    """Eight schools' new data: y shifted by random integers (ints stay ints: same dtype)."""
     import numpy as np
 
+    rng = np.random.default_rng(1000 + variant)
+    y = np.asarray(spec["data"]["y"], dtype=np.int64)
+    spec["data"]["y"] = (y + rng.integers(-8, 9, size=y.shape)).tolist()
+    return spec
+
+
+def _one_based(values: list[Any]) -> list[int]:
+    return [int(c) + 1 for c in values]
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One benchmark model: its example file, how new data of the same shapes is made, and its Stan data.
+
+    Variant k >= 1 is `simulate` ("script.py:function" under examples/, called with seed=1000+k) or, for a
+    model without a simulator, `shift(example spec, k)`. `stan` maps (model.data as lists, model) to the
+    data block of bench/stan/<name>.stan.
+    """
+
+    example: str
+    stan: Callable[[dict[str, Any], Any], dict[str, Any]]
+    simulate: str | None = None
+    shift: Callable[[dict[str, Any], int], dict[str, Any]] | None = None
+
+
+BENCH_MODELS: dict[str, BenchModel] = {
+    "eight_schools": BenchModel(
+        "eight_schools.yaml", shift=_shift_y,
+        stan=lambda d, m: {"J": len(d["y"]), "y": d["y"], "sigma": d["sigma"]}),
+    "hierarchical_regression": BenchModel(
+        "hierarchical_regression.yaml", simulate="generate.py:hierarchical_regression",
+        stan=lambda d, m: {"N": len(d["y"]), "J": len(m.coords["county"]), "y": d["y"], "x": d["x"],
+                           "county": _one_based(d["county"])}),
+    "hierarchical_logistic": BenchModel(
+        "hierarchical_logistic.yaml", simulate="generate.py:hierarchical_logistic",
+        stan=lambda d, m: {"N": len(d["y"]), "J": len(m.coords["group"]), "K": len(m.coords["predictor"]),
+                           "y": d["y"], "X": d["X"], "g": _one_based(d["g"])}),
+    # opt-in (--models gp,garch,population_pk): results kept apart, in bench/results/language
+    "gp": BenchModel(
+        "gp_regression.yaml", simulate="generate.py:gp_regression",
+        stan=lambda d, m: {"N": len(d["y"]), "x": d["x"], "y": d["y"]}),
+    "garch": BenchModel(
+        "timeseries/garch.yaml", simulate="timeseries/simulate.py:garch",
+        stan=lambda d, m: {"T": int(d["T"]), "r": d["r"], "sigma1": d["sigma1"]}),
+    "population_pk": BenchModel(
+        "ode/population_pk.yaml", simulate="ode/simulate.py:population_pk",
+        stan=lambda d, m: {"T": len(d["ts"]), "J": len(m.coords["subject"]), "ts": d["ts"], "dose": d["dose"],
+                           "conc": d["conc"]}),
+}
+MODELS = ("eight_schools", "hierarchical_regression", "hierarchical_logistic")
+"""The default --models; the others in BENCH_MODELS are opt-in."""
+
+
+def load_model(name: str, variant: int = 0) -> Any:
+    """The benchmark model `name`; variant k >= 1 has new data values with the same shapes and dtypes."""
     from service.language.loader import load_file
     from service.language.validate import validate
     from service.sampler import parse_job
 
-    base, _ = parse_job(load_file(ROOT / "examples" / f"{name}.yaml"))
+    entry = BENCH_MODELS[name]
+    base, _ = parse_job(load_file(ROOT / "examples" / entry.example))
     if variant == 0:
         return base
-    if name == "eight_schools":
-        spec = load_file(ROOT / "examples" / f"{name}.yaml")
-        rng = np.random.default_rng(1000 + variant)
-        y = np.asarray(spec["data"]["y"], dtype=np.int64)
-        spec["data"]["y"] = (y + rng.integers(-8, 9, size=y.shape)).tolist()  # ints stay ints: same dtype
+    if entry.shift is not None:
+        spec = entry.shift(load_file(ROOT / "examples" / entry.example), variant)
     else:
-        spec = getattr(_generate_module(), name)(seed=1000 + variant)
+        assert entry.simulate is not None
+        script, function = entry.simulate.split(":")
+        spec = getattr(_load_module(script), function)(seed=1000 + variant)
     model = validate(spec)
     if model.structure_key() != base.structure_key():
         raise RuntimeError(f"{name} variant {variant}: data shapes/dtypes differ from the example")
@@ -81,17 +140,8 @@ def load_model(name: str, variant: int = 0) -> Any:
 
 
 def stan_data(name: str, model: Any) -> dict[str, Any]:
-    """model.data in the Stan programs' layout (1-based indices, sizes as data)."""
-    d = {k: v.tolist() for k, v in model.data.items()}
-    if name == "eight_schools":
-        return {"J": len(d["y"]), "y": d["y"], "sigma": d["sigma"]}
-    if name == "hierarchical_regression":
-        return {"N": len(d["y"]), "J": len(model.coords["county"]), "y": d["y"], "x": d["x"],
-                "county": [int(c) + 1 for c in d["county"]]}
-    if name == "hierarchical_logistic":
-        return {"N": len(d["y"]), "J": len(model.coords["group"]), "K": len(model.coords["predictor"]),
-                "y": d["y"], "X": d["X"], "g": [int(c) + 1 for c in d["g"]]}
-    raise KeyError(name)
+    """model.data in the layout of bench/stan/<name>.stan (1-based indices, sizes as data)."""
+    return BENCH_MODELS[name].stan({k: v.tolist() for k, v in model.data.items()}, model)
 
 
 def min_ess_bulk(draws: dict[str, Any]) -> float:
@@ -456,8 +506,8 @@ def _ratio_median(recs: list[dict[str, Any]], num: str, den: str = "wall_s") -> 
 
 def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, "contender": contender, "error": res.get("error")}
-    if row["error"] and contender != "pystan":
-        return row
+    if row["error"] and contender != "pystan" and not (contender == "chainyard" and "warm_same_data" in res):
+        return row  # (a chainyard error in the restart run alone still leaves the cold and warm numbers)
     if contender == "chainyard":
         cold, warm, ckpt = res["cold"], res["warm"], res["warm_checkpoint"]
         warm_wall = _median(r["wall_s"] for r in warm)
@@ -678,6 +728,9 @@ def orchestrate(args: argparse.Namespace) -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="chainyard-bench-logs-"))
     print(f"[bench] worker logs in {log_dir}", file=sys.stderr)
     models = [m for m in args.models.split(",") if m]
+    unknown = [m for m in models if m not in BENCH_MODELS]
+    if unknown:
+        sys.exit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(BENCH_MODELS)}")
     contenders = [c for c in args.contenders.split(",") if c]
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -752,7 +805,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="200 warmup + 200 draws, 1 repeat (smoke test)")
     p.add_argument("--repeats", type=int, default=None, help="warm repeats; medians are reported (default 3)")
     p.add_argument("--out", default=str(BENCH / "results"))
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=",".join(MODELS),
+                   help=f"comma-separated, of {', '.join(BENCH_MODELS)} (default: {','.join(MODELS)})")
     p.add_argument("--contenders", default=",".join(CONTENDERS))
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--draws", type=int, default=None)
@@ -762,7 +816,7 @@ def main() -> None:
                         "to the work tree during the run cannot mix engine versions")
     # internal: worker processes
     p.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    p.add_argument("--model", choices=MODELS, help=argparse.SUPPRESS)
+    p.add_argument("--model", choices=sorted(BENCH_MODELS), help=argparse.SUPPRESS)
     p.add_argument("--result-file", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="cold", choices=("cold", "restart"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)

@@ -66,6 +66,30 @@ def hierarchical_logistic(n: int = 5000, groups: int = 50, predictors: int = 5, 
     }
 
 
+def gp_regression(n: int = 50, seed: int = 23) -> dict[str, object]:
+    """1-D Gaussian-process regression: y = f(x) + noise, f ~ GP(0, squared-exponential kernel)."""
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.uniform(-5, 5, size=n))
+    rho, alpha, sigma = 1.2, 1.5, 0.3
+    k = alpha**2 * np.exp(-0.5 * np.subtract.outer(x, x) ** 2 / rho**2)
+    f = np.linalg.cholesky(k + 1e-9 * np.eye(n)) @ rng.normal(size=n)
+    y = f + rng.normal(0, sigma, size=n)
+    return {
+        "spec": 1,
+        "data": {"x": np.round(x, 4).tolist(), "y": np.round(y, 4).tolist()},
+        "params": {
+            "rho": "InverseGamma(5, 5)",  # length scale
+            "alpha": "HalfNormal(2)",  # marginal sd of f
+            "sigma": "HalfNormal(1)",  # noise sd
+        },
+        "define": {
+            # Cholesky factor of the covariance of y: kernel + noise variance on the diagonal
+            "L": {"expr": "cholesky(add_diag(cov_exp_quad(x, alpha, rho), square(sigma)))", "keep": False},
+        },
+        "observe": {"y": "MultivariateNormal(0 * x, scale_tril=L)"},
+    }
+
+
 def radon(n: int = 919, counties: int = 85, seed: int = 22) -> dict[str, object]:
     """Radon-like (after Gelman & Hill's Minnesota radon): log radon ~ floor + (1 | county)."""
     rng = np.random.default_rng(seed)
@@ -114,6 +138,10 @@ def main() -> None:
     write("hierarchical_logistic.yaml", hierarchical_logistic(),
           "Hierarchical logistic regression: varying intercepts, 5 predictors (5000 rows, 50 groups).\n"
           "Run it:  chainyard run examples/hierarchical_logistic.yaml")
+    write("gp_regression.yaml", gp_regression(),
+          "Gaussian-process regression in 1-D (50 points): squared-exponential kernel, Cholesky factor,\n"
+          "MultivariateNormal(..., scale_tril=L).\n"
+          "Run it:  chainyard run examples/gp_regression.yaml")
 
 
 if __name__ == "__main__":
