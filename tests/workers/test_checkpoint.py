@@ -21,9 +21,8 @@ OLDER = r"written by an older chainyard \(this one reads 2\); it cannot be resum
 
 
 def test_block_files_hold_the_sampler_state_by_field_name(eight_schools: dict[str, Any], tmp_path: Path) -> None:
-    from workers.engine import Engine
-
     from workers.checkpoint import ChainStore
+    from workers.engine import Engine
 
     Engine().run(validate(eight_schools), SETTINGS, checkpoint_dir=tmp_path)
     ChainStore(tmp_path, 0).flush()  # the last block may still be being written when run returns
@@ -70,9 +69,8 @@ def test_a_format_1_checkpoint_is_refused_with_what_to_do(eight_schools: dict[st
 )
 def test_a_checkpoint_missing_or_misshaping_a_field_is_refused(
         eight_schools: dict[str, Any], tmp_path: Path, tamper: Any, message: str) -> None:
-    from workers.engine import Engine
-
     from workers.checkpoint import ChainStore
+    from workers.engine import Engine
 
     model = validate(eight_schools)
     Engine().run(model, SETTINGS, checkpoint_dir=tmp_path)
