@@ -13,10 +13,12 @@ _configured = False
 
 XLA_BACKEND_OPTIONS = "xla_cpu_small_while_loop_byte_threshold=100000"
 """XLA CPU runs a while loop whose state is below this many bytes inline instead of through its thunk runtime,
-which costs a fixed overhead per iteration; NUTS' tree building is nothing but such small loops. Measured with
-4 chains x (1000 + 1000), same draws bit for bit: eight schools 5.4x faster, the hierarchical logistic 1.2x, the
-regression 1.17x (bench/results/xla.md). At 1,000,000 the regression became 2.8x slower (its block's scan is
-then inlined too), so the threshold stays at 100,000. It cannot be chosen per program: the option is an entry
+which costs a fixed overhead per iteration; NUTS' tree building is nothing but such small loops. Draws are the
+same bit for bit. Measured on the loaded 2-core machine (load 6-10, so rough): eight schools 4.8-5.4x faster; the
+regression and the logistic 1.17x / 1.2x faster in one run, 0.76x / 0.74x in another (bench/results/xla.md): for
+them the effect is within this machine's noise and needs a quiet remeasurement. At 1,000,000 the regression was
+2.8x slower in issue 14's measurement, so the threshold stays at 100,000.
+It cannot be chosen per program: the option is an entry
 of DebugOptions' `xla_backend_extra_options` map, which XLA's per-compile option overrides cannot set (only
 scalar fields), so it is process-wide, through XLA_FLAGS, read when the backend starts."""
 
