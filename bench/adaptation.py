@@ -25,14 +25,13 @@ sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != 
 
 import argparse
 import datetime as dt
-import json
 import os
 import statistics
 from typing import Any
 
 import numpy as np
 
-from bench.engine import MODELS, load_model, machine_info, min_ess_bulk, tree_revision, versions
+from bench.engine import MODELS, load_model, machine_info, min_ess_bulk, tree_revision, versions, write_results
 
 CHAINS, WARMUP, DRAWS = 4, 1000, 1000
 ADAPTATIONS = ("stan", "fisher")
@@ -158,10 +157,7 @@ def main() -> None:
                       f"{f['divergences']} divergences", file=sys.stderr)
         report["models"][name] = {"fits": fits, "summary": summarize(fits)}
     report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "adaptation.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "adaptation.md").write_text(markdown(report))
+    write_results(Path(args.out), "adaptation", report, markdown(report))
     print(markdown(report))
 
 

@@ -777,8 +777,14 @@ def orchestrate(args: argparse.Namespace) -> None:
 
 def _write(report: dict[str, Any], out_dir: Path) -> None:
     report["machine"].setdefault("loadavg_end", None)
-    (out_dir / "engine.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    (out_dir / "engine.md").write_text(markdown(report))
+    write_results(out_dir, "engine", report, markdown(report))
+
+
+def write_results(out_dir: Path, name: str, report: dict[str, Any], table: str) -> None:
+    """A benchmark's results: every number in `<name>.json`, the table in `<name>.md`."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(report, indent=1, default=str) + "\n")
+    (out_dir / f"{name}.md").write_text(table)
 
 
 def run_snapshot(args: argparse.Namespace) -> int:

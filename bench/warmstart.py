@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import datetime as dt
 import importlib.util
-import json
 import os
 import platform
 import statistics
@@ -41,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.engine import versions  # the same package list as the engine benchmark
+from bench.engine import versions, write_results  # the same package list as the engine benchmark
 
 CHAINS = 4
 SOURCE_DATA_SEED, NEW_DATA_SEED = 20, 21
@@ -255,10 +254,7 @@ def main() -> None:
               f"{res['agreement']['mean']['agree']} sd {res['agreement']['sd']['agree']}", file=sys.stderr)
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report["summary"] = summarize(report["rounds"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "warmstart.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "warmstart.md").write_text(markdown(report))
+    write_results(Path(args.out), "warmstart", report, markdown(report))
     print(markdown(report))
 
 

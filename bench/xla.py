@@ -34,7 +34,7 @@ import statistics
 import subprocess
 from typing import Any
 
-from bench.engine import MODELS, load_model, min_ess_bulk, versions
+from bench.engine import MODELS, load_model, min_ess_bulk, versions, write_results
 from workers.jaxsetup import XLA_BACKEND_OPTIONS
 
 SETTINGS = {
@@ -112,9 +112,7 @@ def main() -> None:
         report["models"][name] = {setting: run_one(name, setting, args.repeats) for setting in order}
         print(name, {k: round(v["wall_s"], 3) for k, v in report["models"][name].items()}, flush=True)
     report["load_after"] = round(os.getloadavg()[0], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "xla.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "xla.md").write_text(markdown(report))
+    write_results(args.out, "xla", report, markdown(report))
     print(markdown(report))
 
 
