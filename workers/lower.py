@@ -33,6 +33,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import Transform, biject_to
 from numpyro.infer.reparam import LocScaleReparam
 
+from service.language.catalog import DISTRIBUTIONS
 from service.language.expr import BinOp, Call, Compare, Index, Name, Neg, Node, Num, Slice
 from service.language.fitted import interval_bounds
 from service.language.ir import DistCall, FittedMember, FittedPrior, MarginalComponent, Model, Param
@@ -209,10 +210,10 @@ def compile_dist(call: DistCall, constants: dict[str, int] | None = None) -> Cal
     args = [(k, compile_expr(v, constants)) for k, v in call.args]
     args += [(k, compile_dist(inner, constants)) for k, inner in call.nested if "." not in k]
     static = dict(call.static)
-    variadic = [(k, compile_dist(inner, constants)) for k, inner in call.nested if "." in k]  # `name.i`, in order
+    variadic = [compile_dist(inner, constants) for inner in call.variadic]
     if variadic:
-        name = variadic[0][0].split(".")[0]
-        return lambda env: cls(**static, **{k: f(env) for k, f in args}, **{name: [f(env) for _, f in variadic]})
+        name = DISTRIBUTIONS[call.name].variadic
+        return lambda env: cls(**static, **{k: f(env) for k, f in args}, **{name: [f(env) for f in variadic]})
     return lambda env: cls(**static, **{k: f(env) for k, f in args})
 
 

@@ -34,13 +34,18 @@ class DistCall:
     def text(self) -> str:
         """As the spec writes it (parses back to the same call): keywords, and a MixtureGeneral's mixing
         distribution and components positionally."""
-        components = [call.text() for k, call in self.nested if "." in k]
-        if components:
+        if self.variadic:
             mixing = dict(self.nested)["mixing_distribution"]
-            return f"{self.name}({', '.join([mixing.text(), *components])})"
+            return f"{self.name}({', '.join([mixing.text(), *(c.text() for c in self.variadic)])})"
         parts = [f"{k}={to_text(v)}" for k, v in self.args] + [f"{k}={v}" for k, v in self.static]
         parts += [f"{k}={call.text()}" for k, call in self.nested]
         return f"{self.name}({', '.join(parts)})"
+
+    @property
+    def variadic(self) -> tuple[DistCall, ...]:
+        """A MixtureGeneral's components, in order: the nested calls bound as `<name>.0`, `<name>.1`, ... (the
+        catalog's `DistInfo.variadic`)."""
+        return tuple(call for k, call in self.nested if "." in k)
 
     @property
     def component(self) -> DistCall:
