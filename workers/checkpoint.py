@@ -22,9 +22,11 @@ unicode array.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -186,10 +188,18 @@ class ChainStore:
         _writer.flush(self.dir)
 
     def clear(self) -> None:
-        """Remove every block file (the chain continues from a newer snapshot kept elsewhere)."""
+        """Remove every block file (the chain continues from a newer snapshot kept elsewhere). Newest first, so a
+        kill midway leaves a prefix of the blocks, which still loads (a gap at block 0 would not, ever again)."""
         self.flush()
-        for path in self.blocks():
+        for path in reversed(self.blocks()):
             path.unlink()
+
+    def remove(self) -> None:
+        """Delete the chain's directory once its queued writes are done (a later write would recreate a block in
+        it); a failed write does not matter then."""
+        with contextlib.suppress(Exception):
+            self.flush()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def blocks(self) -> list[Path]:
         return sorted(p for p in self.dir.iterdir() if _BLOCK_RE.match(p.name))

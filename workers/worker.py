@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import signal
 import threading
 import time
@@ -278,7 +277,7 @@ class Worker:
     def _done(self, task: Task) -> None:
         """Acknowledge the task and drop this chain's checkpoints (its draws are in Redis or not needed)."""
         self.queue.ack(task)
-        shutil.rmtree(self.data_dir / "jobs" / task.job_id / f"chain-{task.chain}", ignore_errors=True)
+        ChainStore(self.data_dir / "jobs" / task.job_id, task.chain).remove()
 
 
 class _Refresher:
