@@ -14,7 +14,10 @@ _configured = False
 XLA_BACKEND_OPTIONS = "xla_cpu_small_while_loop_byte_threshold=100000"
 """XLA CPU runs a while loop whose state is below this many bytes inline instead of through its thunk runtime,
 which costs a fixed overhead per iteration; NUTS' tree building is nothing but such small loops. Draws are the
-same bit for bit. Measured on the loaded 2-core machine (load 6-10, so rough): eight schools 4.8-5.4x faster; the
+same bit for bit on the three bench models (bench/xla.py checks it), not on every program: one_comp_mm_elim_abs's
+ODE solve compiles to different floating-point code (5 divergences instead of 14 with seed 1), so draws are a
+function of this setting too, which every chainyard process applies alike. Measured on the loaded 2-core machine
+(load 6-10, so rough): eight schools 4.8-5.4x faster; the
 regression and the logistic 1.17x / 1.2x faster in one run, 0.76x / 0.74x in another (bench/results/xla.md): for
 them the effect is within this machine's noise and needs a quiet remeasurement. At 1,000,000 the regression was
 2.8x slower in issue 14's measurement, so the threshold stays at 100,000.

@@ -4,8 +4,9 @@
 
 For each ported posterior: data/<posterior>.json (.json.gz when large) holds the data fields its spec uses (Stan's
 `transformed data` computed here, as the Stan program does), reference/<posterior>.json holds, per Stan parameter
-element, the reference draws' mean, sd and their Monte Carlo standard errors (ArviZ, chains stacked as (chain,
-draw)). The repository is read with `git show HEAD:<path>` (a bare mirror works).
+element, the reference draws' mean, sd, 5/25/50/75/95% quantiles and their Monte Carlo standard errors (ArviZ,
+chains stacked as (chain, draw)) and the tails' Pareto shape `khat`. The repository is read with
+`git show HEAD:<path>` (a bare mirror works).
 """
 
 from __future__ import annotations
@@ -201,6 +202,17 @@ def plain(v: Any) -> Any:
     return v
 
 
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def tail_khat(x: np.ndarray) -> float:
+    """The larger of the two tails' Pareto shape estimates (PSIS's generalized Pareto fit to the largest values of
+    x and of -x): above 0.25 the fourth moment is infinite, so an sd's Monte Carlo error cannot be estimated; above
+    0.5 the same holds for the mean."""
+    x = x.ravel()
+    return max(float(az.psislw(np.log(t - t.min() + 1e-300))[1]) for t in (x, -x))
+
+
 def reference(chains: list[dict[str, list[float]]]) -> dict[str, dict[str, float]]:
     out = {}
     for name in chains[0]:
@@ -211,7 +223,11 @@ def reference(chains: list[dict[str, list[float]]]) -> dict[str, dict[str, float
             "sd": float(x.std(ddof=1)),
             "mcse_mean": float(az.mcse(ds, method="mean")["x"]),
             "mcse_sd": float(az.mcse(ds, method="sd")["x"]),
+            "khat": tail_khat(x),
         }
+        for q in QUANTILES:
+            out[name][f"q{q:g}"] = float(np.quantile(x, q))
+            out[name][f"mcse_q{q:g}"] = float(az.mcse(ds, method="quantile", prob=q)["x"])
     return {k: {kk: float(f"{vv:.6g}") for kk, vv in v.items()} for k, v in out.items()}
 
 

@@ -3,7 +3,8 @@
 Each spec in specs/<posterior>.yaml gets its data from data/<posterior>.json (or .json.gz) and is fitted with 4 x
 (1000 + 1000) draws; every element of reference/<posterior>.json (written by build.py from the reference draws)
 must match: |mean - ref_mean| < 4 * sqrt(mcse_mean^2 + ref_mcse_mean^2) + 0.05 * ref_sd, and the sd within 10% of
-ref_sd or within 4 * sqrt(mcse_sd^2 + ref_mcse_sd^2). A chainyard element `beta` of shape (2,) is Stan's
+ref_sd or within 4 * sqrt(mcse_sd^2 + ref_mcse_sd^2); an element with a heavy tail is checked on its quantiles
+(see SD_NEEDS_KHAT_BELOW). A chainyard element `beta` of shape (2,) is Stan's
 `beta[1]`, `beta[2]` (0-based here, 1-based in Stan; matrices `x[i,j]`); STAN_NAMES renames variables where the
 names differ. Set CHAINYARD_PDB_REPORT to a directory to get one JSON summary per posterior there."""
 
@@ -33,6 +34,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("jax_ready")]
 
 HERE = Path(__file__).resolve().parent
 SETTINGS = SamplerSettings(chains=4, warmup=1000, draws=1000, seed=1)
+# A heavy tail (Pareto shape khat from the reference draws, build.py) leaves the moments' Monte Carlo errors unknown:
+# the sd's needs a finite fourth moment (khat < 0.25), and the mean's error is sd / sqrt(ESS). Such an element is
+# checked on its 5/25/50/75/95% quantiles instead, whose errors need no moments (one_comp_mm_elim_abs' K_m and V_m:
+# khat 0.40 and 0.39: one 4 x 1000 fit gave K_m's sd as 2.70 against the reference's 7.28, another within 10%).
+MOMENTS_NEED_KHAT_BELOW = 0.25
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 POSTERIORS = sorted(p.stem for p in (HERE / "specs").glob("*.yaml"))
 # chainyard variable -> Stan variable, where the names differ (`lambda` is a Python keyword, refused in expressions)
 STAN_NAMES: dict[str, dict[str, str]] = {
@@ -66,29 +73,41 @@ def load_spec(posterior: str) -> dict[str, Any]:
 def compare(elements: dict[str, np.ndarray], reference: dict[str, dict[str, float]]) -> tuple[list[str], dict]:
     """Problems (one line per failing element) and a summary (worst standardized mean and sd differences)."""
     problems = []
-    worst_mean = worst_sd = 0.0
+    worst_mean = worst_sd = worst_quantile = 0.0
     for name, ref in reference.items():
         if name not in elements:
             problems.append(f"{name}: no chainyard element of that name")
             continue
         x = elements[name]
         ds = az.convert_to_dataset({"x": x})
-        mcse_mean = float(az.mcse(ds, method="mean")["x"])
-        mcse_sd = float(az.mcse(ds, method="sd")["x"])
-        mean, sd = float(x.mean()), float(x.std(ddof=1))
-        se_mean = np.hypot(mcse_mean, ref["mcse_mean"])
-        se_sd = np.hypot(mcse_sd, ref["mcse_sd"])
-        z_mean = abs(mean - ref["mean"]) / se_mean
-        z_sd = abs(sd - ref["sd"]) / se_sd
-        worst_mean, worst_sd = max(worst_mean, z_mean), max(worst_sd, z_sd)
-        if not abs(mean - ref["mean"]) < 4 * se_mean + 0.05 * ref["sd"]:
-            problems.append(f"{name}: mean {mean:.6g} vs reference {ref['mean']:.6g} (z {z_mean:.2f}, "
-                            f"tolerance {4 * se_mean + 0.05 * ref['sd']:.3g})")
-        if not (abs(sd - ref["sd"]) < 0.1 * ref["sd"] or abs(sd - ref["sd"]) < 4 * se_sd):
-            problems.append(f"{name}: sd {sd:.6g} vs reference {ref['sd']:.6g} (z {z_sd:.2f}, "
-                            f"{100 * abs(sd / ref['sd'] - 1):.1f}% off)")
+        khat = ref.get("khat", 0.0)
+        if khat < MOMENTS_NEED_KHAT_BELOW:
+            mcse_mean = float(az.mcse(ds, method="mean")["x"])
+            mean, se_mean = float(x.mean()), float(np.hypot(mcse_mean, ref["mcse_mean"]))
+            z_mean = abs(mean - ref["mean"]) / se_mean
+            worst_mean = max(worst_mean, z_mean)
+            if not abs(mean - ref["mean"]) < 4 * se_mean + 0.05 * ref["sd"]:
+                problems.append(f"{name}: mean {mean:.6g} vs reference {ref['mean']:.6g} (z {z_mean:.2f}, "
+                                f"tolerance {4 * se_mean + 0.05 * ref['sd']:.3g})")
+            mcse_sd = float(az.mcse(ds, method="sd")["x"])
+            sd, se_sd = float(x.std(ddof=1)), float(np.hypot(mcse_sd, ref["mcse_sd"]))
+            z_sd = abs(sd - ref["sd"]) / se_sd
+            worst_sd = max(worst_sd, z_sd)
+            if not (abs(sd - ref["sd"]) < 0.1 * ref["sd"] or abs(sd - ref["sd"]) < 4 * se_sd):
+                problems.append(f"{name}: sd {sd:.6g} vs reference {ref['sd']:.6g} (z {z_sd:.2f}, "
+                                f"{100 * abs(sd / ref['sd'] - 1):.1f}% off)")
+            continue
+        scale = (ref["q0.75"] - ref["q0.25"]) / 1.349  # the sd a normal with this interquartile range would have
+        for q in QUANTILES:
+            value = float(np.quantile(x, q))
+            se = float(np.hypot(float(az.mcse(ds, method="quantile", prob=q)["x"]), ref[f"mcse_q{q:g}"]))
+            z = abs(value - ref[f"q{q:g}"]) / se
+            worst_quantile = max(worst_quantile, z)
+            if not abs(value - ref[f"q{q:g}"]) < 4 * se + 0.05 * scale:
+                problems.append(f"{name}: {q:.0%} quantile {value:.6g} vs reference {ref[f'q{q:g}']:.6g} "
+                                f"(z {z:.2f}, tolerance {4 * se + 0.05 * scale:.3g}; tail khat {khat:.2f})")
     return problems, {"elements": len(reference), "worst_z_mean": round(float(worst_mean), 2),
-                      "worst_z_sd": round(float(worst_sd), 2)}
+                      "worst_z_sd": round(float(worst_sd), 2), "worst_z_quantile": round(float(worst_quantile), 2)}
 
 
 def test_compare_catches_a_wrong_mean_and_sd() -> None:
@@ -99,6 +118,23 @@ def test_compare_catches_a_wrong_mean_and_sd() -> None:
     problems = compare({"a[1]": x + 0.5, "b": (x - 1) * 1.3 + 1}, {"a[1]": ref, "b": ref, "c": ref})[0]
     assert len(problems) == 3, problems  # a's mean, b's sd, c missing
     assert stan_elements({"m": np.zeros((1, 2, 2, 3))}, {}).keys() >= {"m[1,1]", "m[2,3]"}
+
+
+def test_compare_checks_a_heavy_tail_on_its_quantiles() -> None:
+    """Draws with a Pareto tail of shape 0.4 (a finite mean, no fourth moment): its moments are not compared,
+    its quantiles are, and a scale 30% off is caught there."""
+    rng = np.random.default_rng(1)
+    ref_draws = rng.pareto(2.5, size=(4, 10_000))
+    ds = az.convert_to_dataset({"x": ref_draws})
+    ref = {"mean": float(ref_draws.mean()), "sd": float(ref_draws.std()), "khat": 0.4,
+           "mcse_mean": float(az.mcse(ds, method="mean")["x"]), "mcse_sd": float(az.mcse(ds, method="sd")["x"])}
+    for q in QUANTILES:
+        ref[f"q{q:g}"] = float(np.quantile(ref_draws, q))
+        ref[f"mcse_q{q:g}"] = float(az.mcse(ds, method="quantile", prob=q)["x"])
+    x = rng.pareto(2.5, size=(4, 1000))
+    assert compare({"a": x}, {"a": ref})[0] == []
+    problems = compare({"a": 1.3 * x}, {"a": ref})[0]
+    assert problems and all("quantile" in p for p in problems), problems
 
 
 def fit(spec: dict[str, Any]) -> Any:
