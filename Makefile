@@ -23,7 +23,7 @@ lint: $(BIN)/.installed
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest -n 2 --dist loadfile
+	$(BIN)/pytest -n 2 --dist loadfile --durations=40
 
 test-quick: $(BIN)/.installed
 	$(BIN)/pytest -m "not slow"
