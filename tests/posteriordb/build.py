@@ -7,6 +7,13 @@ For each ported posterior: data/<posterior>.json (.json.gz when large) holds the
 element, the reference draws' mean, sd, 5/25/50/75/95% quantiles and their Monte Carlo standard errors (ArviZ,
 chains stacked as (chain, draw)) and the tails' Pareto shape `khat`. The repository is read with
 `git show HEAD:<path>` (a bare mirror works).
+
+Summary-only references (SUMMARY_ONLY: mcycle_gp-accel_gp, whose draws file is absent from the mirror) come from
+posteriordb's summary statistics instead of draws: per element, from reference_posteriors/summary_statistics'
+mean_value (E[x]) and mean_squared_value (E[x^2]) and the draws' info file (n draws, effective_sample_size_bulk
+ess), mean = E[x], sd = sqrt((E[x^2] - E[x]^2) n / (n - 1)), mcse_mean = sd / sqrt(ess) and mcse_sd = sd / sqrt(2
+(ess - 1)) (the normal-theory value); no quantiles and no `khat` (unknown without draws), so the test checks the
+moments. The three files' element names must equal, in order, those of the posterior's `dimensions`.
 """
 
 from __future__ import annotations
@@ -144,6 +151,13 @@ def diamonds(d: Data) -> Data:
     return {"Y": d["Y"], "Xc": x - x.mean(axis=0)}
 
 
+def mcycle_gp(d: Data) -> Data:
+    # brms' approximate GPs with Dgp_1 = Dgp_sigma_1 = 1: slambda (NB x 1) as a vector (the eigenvalues' square roots)
+    assert d["Dgp_1"] == d["Dgp_sigma_1"] == 1
+    return {"Y": d["Y"], "Xgp_1": d["Xgp_1"], "slambda_1": np.asarray(d["slambda_1"], dtype=float)[:, 0],
+            "Xgp_sigma_1": d["Xgp_sigma_1"], "slambda_sigma_1": np.asarray(d["slambda_sigma_1"], dtype=float)[:, 0]}
+
+
 def keep(*names: str) -> Callable[[Data], Data]:
     return lambda d: {n: d[n] for n in names}
 
@@ -179,7 +193,10 @@ PORTED: dict[str, Callable[[Data], Data]] = {
                                                              "V": d["V"], "C0": [0.0]},
     "diamonds-diamonds": diamonds,
     "hmm_example-hmm_example": lambda d: {"y": d["y"], "N": d["N"], "ones": [1.0, 1.0]},
+    "mcycle_gp-accel_gp": mcycle_gp,
 }
+# Posteriors whose reference draws are absent from the mirror: their references come from summary statistics
+SUMMARY_ONLY = frozenset({"mcycle_gp-accel_gp"})
 
 
 def show(repo: str, path: str) -> bytes:
@@ -231,6 +248,31 @@ def reference(chains: list[dict[str, list[float]]]) -> dict[str, dict[str, float
     return {k: {kk: float(f"{vv:.6g}") for kk, vv in v.items()} for k, v in out.items()}
 
 
+def stan_names(dimensions: dict[str, int]) -> list[str]:
+    """Element names of posteriordb's `dimensions` (scalars and vectors), in order: `x`, or `x[1]`, `x[2]`, ..."""
+    return [n if k == 1 else f"{n}[{i}]" for n, k in dimensions.items() for i in range(1, k + 1)]
+
+
+def summary_reference(repo: str, name: str, dimensions: dict[str, int]) -> dict[str, dict[str, float]]:
+    """A reference from posteriordb's summary statistics, for a posterior without reference draws (the module's
+    docstring says how): mean, sd, mcse_mean and mcse_sd per element; no quantiles, no khat."""
+    stats = f"{DB}/reference_posteriors/summary_statistics"
+    means = json.loads(show(repo, f"{stats}/mean_value/mean_value/{name}.json"))
+    squares = json.loads(show(repo, f"{stats}/mean_squared_value/mean_squared_value/{name}.json"))
+    diag = json.loads(show(repo, f"{DB}/reference_posteriors/draws/info/{name}.info.json"))["diagnostics"]
+    names = means["names"]
+    if not names == squares["names"] == diag["diagnostic_information"]["names"] == stan_names(dimensions):
+        raise SystemExit(f"{name}: the summary statistics' element names differ from each other or from the "
+                         "posterior's dimensions")
+    n = int(diag["ndraws"])
+    mean = np.asarray(means["mean_value"], dtype=float)
+    sd = np.sqrt((np.asarray(squares["mean_squared_value"], dtype=float) - mean ** 2) * n / (n - 1))
+    ess = np.asarray(diag["effective_sample_size_bulk"], dtype=float)
+    out = {k: {"mean": float(mean[i]), "sd": float(sd[i]), "mcse_mean": float(sd[i] / np.sqrt(ess[i])),
+               "mcse_sd": float(sd[i] / np.sqrt(2 * (ess[i] - 1)))} for i, k in enumerate(names)}
+    return {k: {kk: float(f"{vv:.6g}") for kk, vv in v.items()} for k, v in out.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repo", default=DEFAULT_REPO)
@@ -247,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
             (HERE / "data" / f"{name}.json.gz").write_bytes(gzip.compress(text, compresslevel=9, mtime=0))
         else:
             (HERE / "data" / f"{name}.json").write_bytes(text)
+        if name in SUMMARY_ONLY:
+            ref = summary_reference(args.repo, name, info["dimensions"])
+            (HERE / "reference" / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
+            print(f"{name}: {len(fields)} data fields, {len(ref)} reference elements (summary-only)", file=sys.stderr)
+            continue
         draws = unzip_json(show(args.repo, f"{DB}/reference_posteriors/draws/draws/{name}.json.zip"))
         ref = reference(draws)
         (HERE / "reference" / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")

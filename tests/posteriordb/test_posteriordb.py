@@ -1,7 +1,8 @@
 """Posteriors ported from stan-dev/posteriordb, checked against its reference draws.
 
 Each spec in specs/<posterior>.yaml gets its data from data/<posterior>.json (or .json.gz) and is fitted with 4 x
-(1000 + 1000) draws; every element of reference/<posterior>.json (written by build.py from the reference draws)
+(1000 + 1000) draws; every element of reference/<posterior>.json (written by build.py from the reference draws,
+or from their summary statistics where the draws are absent)
 must match: |mean - ref_mean| < 4 * sqrt(mcse_mean^2 + ref_mcse_mean^2) + 0.05 * ref_sd, and the sd within 10% of
 ref_sd or within 4 * sqrt(mcse_sd^2 + ref_mcse_sd^2); an element with a heavy tail is checked on its quantiles
 (see SD_NEEDS_KHAT_BELOW). A chainyard element `beta` of shape (2,) is Stan's
