@@ -194,6 +194,7 @@ PORTED: dict[str, Callable[[Data], Data]] = {
     "diamonds-diamonds": diamonds,
     "hmm_example-hmm_example": lambda d: {"y": d["y"], "N": d["N"], "ones": [1.0, 1.0]},
     "mcycle_gp-accel_gp": mcycle_gp,
+    "hudson_lynx_hare-lotka_volterra": keep("ts", "y_init", "y"),
 }
 # Posteriors whose reference draws are absent from the mirror: their references come from summary statistics
 SUMMARY_ONLY = frozenset({"mcycle_gp-accel_gp"})
