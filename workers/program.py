@@ -46,6 +46,11 @@ NO_VALID_START = (
     "check priors against the data and the init strategy"
 )
 
+EAGER_ATTEMPTS = 10
+"""Starting points the eager trace tries: numpyro checks distributions' arguments there, and an argument can be
+invalid at one point only (an ODE solve that fails there gives a NaN loc), not for the model (a constant scale
+of 0 fails at all of them)."""
+
 _INIT_STRATEGIES = {
     "uniform": init_to_uniform,
     "median": init_to_median,
@@ -137,15 +142,20 @@ class Program:
 
     def _build(self, key: jax.Array, data: dict[str, jax.Array]) -> None:
         """Trace the model once (eagerly, so numpyro's own checks run) and build the flat NUTS kernels."""
-        try:
-            info = initialize_model(key, self.model_fn, model_args=(data,), dynamic_args=True,
-                                    init_strategy=self.init_strategy)
-        except RuntimeError as exc:
-            if "valid initial" in str(exc):
-                raise InitializationError(NO_VALID_START) from None
-            raise
-        except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
-            raise InitializationError(f"initialization failed: {exc}") from None
+        first: ValueError | None = None
+        for attempt in jax.random.split(key, EAGER_ATTEMPTS):
+            try:
+                info = initialize_model(attempt, self.model_fn, model_args=(data,), dynamic_args=True,
+                                        init_strategy=self.init_strategy)
+                break
+            except RuntimeError as exc:
+                if "valid initial" in str(exc):
+                    raise InitializationError(NO_VALID_START) from None
+                raise
+            except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
+                first = first or exc
+        else:
+            raise InitializationError(f"initialization failed: {first}") from None
         _, unravel = ravel_pytree(info.param_info.z)
         potential_gen, postprocess_gen = info.potential_fn, info.postprocess_fn
 

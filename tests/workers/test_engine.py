@@ -134,6 +134,22 @@ def test_checkpoint_directory_of_another_job_is_refused(eight_schools: dict[str,
         Engine().run(model, SamplerSettings(chains=1, warmup=20, draws=10, seed=2), checkpoint_dir=tmp_path)
 
 
+def test_an_argument_invalid_at_some_starting_points_only_is_not_an_error() -> None:
+    """A scale that is NaN for mu < 1 (sqrt of a negative number, as a failed ODE solve gives NaN): the eager trace
+    of the first chain's start fails numpyro's argument check there, tries other points, and the jitted start
+    looks for a valid point as for any non-finite density (population_pk failed like this)."""
+    from workers.engine import Engine
+    from workers.program import EAGER_ATTEMPTS
+
+    model, settings = parse_job({
+        "model": {"spec": 1, "data": {"y": [1.0, 2.0]}, "params": {"mu": "Normal(1.5, 1)"},
+                  "observe": {"y": "Normal(0, sqrt(mu - 1))"}},
+        "sampler": {"chains": 2, "warmup": 50, "draws": 50, "seed": 3},
+    })
+    result = Engine().run(model, settings)
+    assert EAGER_ATTEMPTS > 1 and np.all(result.draws["mu"] > 1)
+
+
 @pytest.mark.parametrize(
     ("scale", "message"),
     [
