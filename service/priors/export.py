@@ -101,7 +101,9 @@ def _cholesky(cov: np.ndarray) -> tuple[np.ndarray, float]:
     for _ in range(12):
         try:
             tril = np.linalg.cholesky(cov + jitter * np.eye(len(cov)))
-            if np.all(np.isfinite(tril)) and np.all(np.diag(tril) > 0):
+            # a pivot below the first jitter's scale is rounding, not variance: [mu, 2 mu] can factor with a
+            # pivot of 1e-8 on one machine and fail on another; with jitter j every pivot^2 is >= j
+            if np.all(np.isfinite(tril)) and np.all(np.diag(tril) ** 2 >= scale * 1e-12):
                 return tril, jitter
         except np.linalg.LinAlgError:
             pass

@@ -303,7 +303,9 @@ def test_sigterm_checkpoints_exits_in_grace_and_the_same_name_resumes_bit_identi
         deployment: Deployment) -> None:
     redis = Redis.from_url(deployment.redis_url)
     model = load_file(ROOT / "examples" / "eight_schools.yaml")
-    doc = {"model": model, "sampler": {"chains": 2, "warmup": 1500, "draws": 6000, "seed": 34}}
+    # long enough that a chain is part-way when the signal lands: eight schools runs ~40k iterations a second, and
+    # a block is a second of sampling (at 1500 + 6000 a chain once finished between the poll and the signal)
+    doc = {"model": model, "sampler": {"chains": 2, "warmup": 1500, "draws": 150_000, "seed": 34}}
     pod = "chainyard-worker-0"
     worker = deployment.workers[pod]
     with deployment.client() as client:
@@ -325,7 +327,7 @@ def test_sigterm_checkpoints_exits_in_grace_and_the_same_name_resumes_bit_identi
         assert time.monotonic() - started < worker.grace
         assert f"worker {pod} stopped" in worker.logs()
         stopped_at = int(chain_field(redis, job["id"], chain, "iteration"))
-        assert stopped_at < 7500 and client.get(job["id"])["state"] == "running"
+        assert stopped_at < 151_500 and client.get(job["id"])["state"] == "running"
         volume = deployment.root / pod / "checkpoints" / "jobs" / job["id"] / f"chain-{chain}"
         assert sorted(volume.glob("block-*.npz")), f"no checkpoint on the volume: {worker.logs()}"
         worker.remove()
