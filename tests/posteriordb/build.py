@@ -246,7 +246,7 @@ def reference(chains: list[dict[str, list[float]]]) -> dict[str, dict[str, float
         for q in QUANTILES:
             out[name][f"q{q:g}"] = float(np.quantile(x, q))
             out[name][f"mcse_q{q:g}"] = float(az.mcse(ds, method="quantile", prob=q)["x"])
-    return {k: {kk: float(f"{vv:.6g}") for kk, vv in v.items()} for k, v in out.items()}
+    return out
 
 
 def stan_names(dimensions: dict[str, int]) -> list[str]:
@@ -271,7 +271,7 @@ def summary_reference(repo: str, name: str, dimensions: dict[str, int]) -> dict[
     ess = np.asarray(diag["effective_sample_size_bulk"], dtype=float)
     out = {k: {"mean": float(mean[i]), "sd": float(sd[i]), "mcse_mean": float(sd[i] / np.sqrt(ess[i])),
                "mcse_sd": float(sd[i] / np.sqrt(2 * (ess[i] - 1)))} for i, k in enumerate(names)}
-    return {k: {kk: float(f"{vv:.6g}") for kk, vv in v.items()} for k, v in out.items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,11 +292,9 @@ def main(argv: list[str] | None = None) -> int:
             (HERE / "data" / f"{name}.json").write_bytes(text)
         if name in SUMMARY_ONLY:
             ref = summary_reference(args.repo, name, info["dimensions"])
-            (HERE / "reference" / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
-            print(f"{name}: {len(fields)} data fields, {len(ref)} reference elements (summary-only)", file=sys.stderr)
-            continue
-        draws = unzip_json(show(args.repo, f"{DB}/reference_posteriors/draws/draws/{name}.json.zip"))
-        ref = reference(draws)
+        else:
+            ref = reference(unzip_json(show(args.repo, f"{DB}/reference_posteriors/draws/draws/{name}.json.zip")))
+        ref = {k: {kk: float(f"{vv:.6g}") for kk, vv in v.items()} for k, v in ref.items()}
         (HERE / "reference" / f"{name}.json").write_text(json.dumps(ref, indent=1) + "\n")
         print(f"{name}: {len(fields)} data fields, {len(ref)} reference elements", file=sys.stderr)
     return 0

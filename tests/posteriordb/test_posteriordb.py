@@ -26,6 +26,7 @@ import pytest
 from service.language.loader import load_file
 from service.language.validate import validate
 from service.sampler import SamplerSettings
+from tests.posteriordb.build import QUANTILES
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -52,7 +53,6 @@ SETTINGS_FOR = {
 # checked on its 5/25/50/75/95% quantiles instead, whose errors need no moments (one_comp_mm_elim_abs' K_m and V_m:
 # khat 0.40 and 0.39: one 4 x 1000 fit gave K_m's sd as 2.70 against the reference's 7.28, another within 10%).
 MOMENTS_NEED_KHAT_BELOW = 0.25
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 POSTERIORS = sorted(p.stem for p in (HERE / "specs").glob("*.yaml"))
 # chainyard variable -> Stan variable, where the names differ (`lambda` is a Python keyword, refused in expressions)
 STAN_NAMES: dict[str, dict[str, str]] = {
