@@ -93,6 +93,12 @@ class ChainSnapshot:
 
 
 def chain_key(seed: int, chain: int) -> jax.Array:
+    return _chain_key(np.int64(seed), np.int64(chain))
+
+
+@jax.jit
+def _chain_key(seed: jax.Array, chain: jax.Array) -> jax.Array:
+    """One compile instead of an eager one per operation (seeds are below 2**32)."""
     return jax.random.fold_in(jax.random.PRNGKey(seed), chain)
 
 

@@ -47,9 +47,9 @@ NO_VALID_START = (
 )
 
 EAGER_ATTEMPTS = 10
-"""Starting points the eager trace tries: numpyro checks distributions' arguments there, and an argument can be
-invalid at one point only (an ODE solve that fails there gives a NaN loc), not for the model (a constant scale
-of 0 fails at all of them)."""
+"""Starting points the eager trace tries when no start is valid, for numpyro's message: it checks distributions'
+arguments only eagerly, and an argument can be invalid at one point only (an ODE solve that fails there gives a
+NaN loc), not for the model (a constant scale of 0 fails at all of them)."""
 
 _INIT_STRATEGIES = {
     "uniform": init_to_uniform,
@@ -87,11 +87,10 @@ class Program:
 
     def init(self, key: jax.Array, data: dict[str, jax.Array]) -> SamplerState:
         """Initial state of a chain (jitted after the first), with strong dtypes like a restored state."""
-        key_state, key_init = jax.random.split(key)
-        self._ensure_built(key_init, data)
-        state, adaptation, valid = self._init(key_init, key_state, data)
+        self._ensure_built(key, data)
+        state, adaptation, valid = self._init(key, data)
         if not bool(valid):
-            raise InitializationError(NO_VALID_START)
+            raise self._invalid_start(jax.random.split(key)[1], data)
         # through numpy: weakly typed scalars become strong, so fresh and restored states share one compiled block
         return SamplerState.from_numpyro(state, adaptation).map(lambda leaf: jnp.asarray(np.asarray(leaf)))
 
@@ -99,9 +98,8 @@ class Program:
         """Initial state at an earlier chain's final position, step size and inverse mass matrix; warmup (if any)
         adapts on from them. InitializationError if the start does not fit this model or its density is not
         finite there."""
-        key_state, key_init = jax.random.split(key)
-        self._ensure_built(key_init, data)
-        shapes = jax.eval_shape(self._init, key_init, key_state, data)[0]
+        self._ensure_built(key, data)
+        shapes = jax.eval_shape(self._init, key, data)[0]
         wanted = {"position": shapes.z, "inverse_mass_matrix": shapes.adapt_state.inverse_mass_matrix}
         for name, want in wanted.items():
             got = np.shape(getattr(start, name))
@@ -109,7 +107,7 @@ class Program:
                 raise InitializationError(f"warm start: {name} has shape {list(got)}, this model needs "
                                           f"{list(want.shape)}")
         state, adaptation, valid = self._warm(
-            key_state, data, jnp.asarray(start.position, shapes.z.dtype),
+            key, data, jnp.asarray(start.position, shapes.z.dtype),
             jnp.asarray(start.step_size, shapes.adapt_state.step_size.dtype),
             jnp.asarray(start.inverse_mass_matrix, wanted["inverse_mass_matrix"].dtype))
         if not bool(valid):
@@ -119,9 +117,8 @@ class Program:
 
     def state_shapes(self, key: jax.Array, data: dict[str, jax.Array]) -> SamplerState:
         """Shapes and dtypes of a chain's state (`jax.ShapeDtypeStruct`s), without running anything."""
-        key_state, key_init = jax.random.split(key)
-        self._ensure_built(key_init, data)
-        state, adaptation, _ = jax.eval_shape(self._init, key_init, key_state, data)
+        self._ensure_built(key, data)
+        state, adaptation, _ = jax.eval_shape(self._init, key, data)
         return SamplerState.from_numpyro(state, adaptation)
 
     def run_block(self, state: SamplerState, data: dict[str, jax.Array], n: int) -> tuple[SamplerState, Any]:
@@ -135,29 +132,44 @@ class Program:
             self._compiled = True
             return SamplerState.from_numpyro(after, adaptation), out
 
+    def _invalid_start(self, key: jax.Array, data: dict[str, jax.Array]) -> InitializationError:
+        """Why no starting point was valid, for a model that has none: numpyro's argument checks run only
+        eagerly, so the model is traced eagerly here, at up to EAGER_ATTEMPTS points, for their message."""
+        first: ValueError | None = None
+        for attempt in jax.random.split(key, EAGER_ATTEMPTS):
+            try:
+                initialize_model(attempt, self.model_fn, model_args=(data,), dynamic_args=True,
+                                 init_strategy=self.init_strategy)
+            except ValueError as exc:  # e.g. a scale that is 0 at every start
+                first = first or exc
+            except RuntimeError as exc:
+                if "valid initial" not in str(exc):
+                    raise
+        if first is None:
+            return InitializationError(NO_VALID_START)
+        return InitializationError(f"initialization failed: {first}")
+
     def _ensure_built(self, key_init: jax.Array, data: dict[str, jax.Array]) -> None:
         with self._lock:
             if self._kernels is None:
                 self._build(key_init, data)
 
     def _build(self, key: jax.Array, data: dict[str, jax.Array]) -> None:
-        """Trace the model once (eagerly, so numpyro's own checks run) and build the flat NUTS kernels."""
-        first: ValueError | None = None
-        for attempt in jax.random.split(key, EAGER_ATTEMPTS):
-            try:
-                info = initialize_model(attempt, self.model_fn, model_args=(data,), dynamic_args=True,
-                                        init_strategy=self.init_strategy)
-                break
-            except RuntimeError as exc:
-                if "valid initial" in str(exc):
-                    raise InitializationError(NO_VALID_START) from None
-                raise
-            except ValueError as exc:  # numpyro's argument checks, e.g. a scale that is 0 at the start
-                first = first or exc
-        else:
-            raise InitializationError(f"initialization failed: {first}") from None
-        _, unravel = ravel_pytree(info.param_info.z)
-        potential_gen, postprocess_gen = info.potential_fn, info.postprocess_fn
+        """Trace the model once, abstractly (nothing runs or compiles: numpyro's eager initialization compiled ~120
+        tiny programs, most of a cold start), and build the flat NUTS kernels."""
+        traced: dict[str, Any] = {}
+
+        def trace(key: jax.Array, data: dict[str, jax.Array]) -> Any:
+            info = initialize_model(key, self.model_fn, model_args=(data,), dynamic_args=True,
+                                    init_strategy=self.init_strategy)
+            # shapes and functions of the data only: no value of this trace is kept (supports that depend on
+            # values make numpyro replay the model in postprocess_fn instead of keeping their transforms)
+            traced["unravel"] = ravel_pytree(info.param_info.z)[1]
+            traced["potential_gen"], traced["postprocess_gen"] = info.potential_fn, info.postprocess_fn
+            return info.param_info.z
+
+        jax.eval_shape(trace, key, data)
+        unravel, potential_gen, postprocess_gen = traced["unravel"], traced["potential_gen"], traced["postprocess_gen"]
 
         def flat_potential(data: dict[str, jax.Array]) -> Any:
             potential = potential_gen(data)
@@ -167,7 +179,8 @@ class Program:
         settings, model_fn, strategy, use_fisher = self.settings, self.model_fn, self.init_strategy, self.fisher
         numpyro_adapts = not use_fisher  # fisher: numpyro's adaptation off, workers/fisher.py adapts instead
 
-        def init(key_init: jax.Array, key_state: jax.Array, data: dict[str, jax.Array]) -> Any:
+        def init(key: jax.Array, data: dict[str, jax.Array]) -> Any:
+            key_state, key_init = jax.random.split(key)
             start = initialize_model(key_init, model_fn, model_args=(data,), dynamic_args=True,
                                      init_strategy=strategy).param_info
             z, grad = ravel_pytree(start.z)[0], ravel_pytree(start.z_grad)[0]
@@ -190,8 +203,9 @@ class Program:
             valid = jnp.isfinite(start.potential_energy) & jnp.all(jnp.isfinite(grad))
             return state, adaptation, valid
 
-        def warm(key_state: jax.Array, data: dict[str, jax.Array], z: jax.Array, step_size: jax.Array,
+        def warm(key: jax.Array, data: dict[str, jax.Array], z: jax.Array, step_size: jax.Array,
                  inverse_mass_matrix: jax.Array) -> Any:
+            key_state = jax.random.split(key)[0]
             potential, grad = jax.value_and_grad(flat_potential(data))(z)
             state = init_kernel(
                 ParamInfo(z, potential, grad),
