@@ -62,7 +62,8 @@ def run(
         stop.set()
 
     previous = signal.signal(signal.SIGINT, on_signal), signal.signal(signal.SIGTERM, on_signal)
-    engine = Engine(block_seconds=config.block_seconds, max_block=config.max_block, threads=config.threads)
+    engine = Engine(block_seconds=config.block_seconds, max_block=config.max_block, threads=config.threads,
+                    checkpoint_seconds=config.checkpoint_seconds)
     console = stdout()
     show = console.is_terminal and not quiet
     try:

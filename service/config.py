@@ -10,6 +10,7 @@ from pydantic import Field, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.defaults import (
+    CHECKPOINT_SECONDS,
     CHUNK_BYTES,
     DIAGNOSTICS_CPU_SHARE,
     MAX_CHAIN_RESULT_BYTES,
@@ -36,6 +37,9 @@ class Settings(BaseSettings):
     )
     block_seconds: float = Field(1.0, gt=0, description="Target wall time of one sampling block.")
     max_block: int = Field(1000, ge=1, le=100_000, description="Most iterations in one block.")
+    checkpoint_seconds: float = Field(CHECKPOINT_SECONDS, ge=0, description="Least time between two checkpoint "
+                                      "writes of a chain (the blocks in between are written as one; 0: every "
+                                      "block). A killed worker runs at most this much of a chain again.")
     threads: int = Field(0, ge=0, description="Chains run at once in one process; 0 means one per CPU core.")
 
     # service

@@ -2,7 +2,9 @@
 
 The kernel's state carries its own PRNG key and iteration counter, so where
 blocks start and end does not change a single draw: a chain stopped after any
-block and resumed from its checkpoint continues bit for bit. Chain c of a job
+block and resumed from its checkpoint continues bit for bit; so the blocks of
+a few seconds are written together, as one checkpoint (a kill runs them again).
+Chain c of a job
 always starts from `fold_in(PRNGKey(seed), c)` and runs as a single-chain
 kernel, so its draws do not depend on which process runs it or what else runs
 beside it.
@@ -27,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from service.defaults import CHECKPOINT_SECONDS
 from service.exceptions import CheckpointMismatchError
 from service.language.ir import Model
 from service.sampler import Role, SamplerSettings
@@ -134,11 +137,22 @@ class Chain:
     """Gradient evaluations of the blocks run by this Chain."""
     next_size: int = FIRST_BLOCK
     """Iterations of the next block."""
+    checkpoint_seconds: float = CHECKPOINT_SECONDS
+    """Least time between two checkpoint writes (0: every block)."""
+    _pending: list[tuple[Block, dict[str, np.ndarray]]] = field(default_factory=list, init=False)
+    """Blocks run since the last checkpoint write, each with the sampler state after it."""
+    _written_at: float = field(default_factory=time.monotonic, init=False)
+    _files: int = field(default=0, init=False)
+    """Block files in the store: one per restored block, then one per write."""
+
+    def __post_init__(self) -> None:
+        self._files = len(self.restored)
 
     @classmethod
     def open(cls, model: Model, settings: SamplerSettings, *, seed: int, chain: int, store: ChainStore | None,
              fingerprint: str, block_seconds: float, max_block: int, draws: int | None = None,
-             base: ChainSnapshot | None = None, warm: WarmStart | None = None) -> Chain:
+             base: ChainSnapshot | None = None, warm: WarmStart | None = None,
+             checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Chain:
         """The chain, to run to `draws` draws (default `settings.draws`): resumed from the newer of its newest
         checkpoint in `store` and `base`, else started fresh (at `warm`'s position, step size and inverse mass
         matrix if given). InitializationError / CheckpointMismatchError."""
@@ -149,7 +163,8 @@ class Chain:
         resumed = store.load() if store is not None else None
         common: dict[str, Any] = dict(program=program, data=data, settings=settings, chain=chain, store=store,
                                       fingerprint=fingerprint, block_seconds=block_seconds, total=total,
-                                      next_size=min(FIRST_BLOCK, program.max_block))
+                                      next_size=min(FIRST_BLOCK, program.max_block),
+                                      checkpoint_seconds=checkpoint_seconds)
         if base is not None and (resumed is None or base.progress.iteration > int(resumed.meta["iteration"])):
             try:
                 state = SamplerState.from_arrays(base.state, like=program.state_shapes(key, data))
@@ -184,7 +199,8 @@ class Chain:
         self.progress = _towards(self.progress, self.settings.warmup, self.total)
 
     def step(self) -> Block:
-        """Run one block (sized to aim at block_seconds), checkpoint it to the store, return it."""
+        """Run one block (sized to aim at block_seconds), checkpoint it to the store (with the blocks before it not
+        yet written, once checkpoint_seconds have passed since the last write, or the chain is done), return it."""
         if self.done:
             raise RuntimeError(f"chain {self.chain} is done")
         warmup, total, thin = self.settings.warmup, self.total, self.settings.thin
@@ -208,21 +224,41 @@ class Chain:
                             block_warmup=in_warmup, block_sampling=todo - in_warmup, block_gradients=gradients,
                             gradients=before.gradients + gradients,
                             warmup_gradients=before.warmup_gradients + int(steps[iteration < warmup].sum()))
-        if self.store is not None:
-            self.store.save(len(self.restored) + len(self.blocks), arrays, draws, stats,
-                            _meta(self.fingerprint, self.chain, progress))
         block = Block(draws=draws, stats=stats, progress=progress)
         self.state, self.progress = state, progress
         self.blocks.append(block)
+        if self.store is not None:
+            self._pending.append((block, arrays))
+            if self.done or time.monotonic() - self._written_at >= self.checkpoint_seconds:
+                self.checkpoint()
         self.gradient_evaluations += gradients
         # aim blocks at block_seconds; grow at most 8x at a time (the first block includes compiling)
         self.next_size = int(max(1, min(self.program.max_block, self.next_size * 8,
                                         todo * self.block_seconds / max(elapsed, 1e-6))))
         return block
 
+    def checkpoint(self) -> None:
+        """Queue the blocks run since the last write as one block file (written off this thread): their draws and
+        stats concatenated, the state and position after the last, their iterations and gradients summed."""
+        if self.store is None or not self._pending:
+            return
+        blocks = [b for b, _ in self._pending]
+        last = blocks[-1].progress
+        progress = dataclasses.replace(last, block_warmup=sum(b.progress.block_warmup for b in blocks),
+                                       block_sampling=sum(b.progress.block_sampling for b in blocks),
+                                       block_gradients=sum(b.progress.block_gradients for b in blocks))
+        draws = {k: np.concatenate([b.draws[k] for b in blocks]) for k in blocks[-1].draws}
+        stats = {k: np.concatenate([b.stats[k] for b in blocks]) for k in blocks[-1].stats}
+        self.store.save(self._files, self._pending[-1][1], draws, stats,
+                        _meta(self.fingerprint, self.chain, progress))
+        self._files += 1
+        self._pending.clear()
+        self._written_at = time.monotonic()
+
     def flush(self) -> None:
-        """Wait until every block run is checkpointed (writes run off the sampling thread)."""
+        """Checkpoint the blocks not yet written and wait until they are on disk."""
         if self.store is not None:
+            self.checkpoint()
             self.store.flush()
 
     def result(self) -> ChainDraws:

@@ -3,9 +3,10 @@
 Layout under the job's checkpoint directory:
 
     job.json                  which job this directory belongs to (fingerprint, seed)
-    chain-<c>/block-<b>.npz   one file per finished block: the block's kept draws
-                              (`draw/<name>`) and sample stats (`stat/<name>`), and the
-                              full sampler state after it, one array per field
+    chain-<c>/block-<b>.npz   one file per checkpoint write: the kept draws (`draw/<name>`)
+                              and sample stats (`stat/<name>`) of the blocks run since the
+                              write before (one or more: `Chain.checkpoint_seconds`), and the
+                              full sampler state after them, one array per field
                               (`state/<field path>`, see workers.state.SamplerState)
 
 Each block file is written to a temporary name, fsynced and renamed, so a reader

@@ -2,7 +2,7 @@
 
 The pieces: `workers.program` compiles numpyro's kernel into one block function
 per model structure and settings; `workers.chain` starts or resumes one chain and
-steps it block by block, checkpointing each; `workers.stop` runs a chain to its
+steps it block by block, checkpointing every few seconds; `workers.stop` runs a chain to its
 end and asks a stop policy at every block boundary. This module drives them for
 `chainyard run`, the tests and the benchmarks.
 """
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from service import until
+from service.defaults import CHECKPOINT_SECONDS
 from service.language.ir import Model
 from service.sampler import SamplerSettings
 from service.until import Round
@@ -36,7 +37,7 @@ __all__ = ["STAT_NAMES", "BlockFn", "ChainDraws", "Engine", "Fit", "Program", "P
 
 ProgressFn = Callable[[Progress], None]
 BlockFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], Progress], None]
-"""Called after each block is checkpointed: (kept draws, sample stats, progress); raise to stop."""
+"""Called after each block: (kept draws, sample stats, progress); raise to stop."""
 StartFn = Callable[[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]], None]
 """Called once before sampling with the draws and stats of blocks restored from a checkpoint."""
 
@@ -70,6 +71,7 @@ class Engine:
     block_seconds: float = 1.0
     max_block: int = 1000
     threads: int = 0
+    checkpoint_seconds: float = CHECKPOINT_SECONDS
 
     def open_chain(self, model: Model, settings: SamplerSettings, *, seed: int, chain: int,
                    store: ChainStore | None = None, fingerprint: str = "", draws: int | None = None,
@@ -78,7 +80,7 @@ class Engine:
         `draws` (default settings.draws)."""
         return Chain.open(model, settings, seed=seed, chain=chain, store=store, fingerprint=fingerprint,
                           block_seconds=self.block_seconds, max_block=self.max_block, draws=draws, base=base,
-                          warm=warm)
+                          warm=warm, checkpoint_seconds=self.checkpoint_seconds)
 
     def run_chain(
         self,

@@ -1,13 +1,14 @@
 """Running a chain to its end, asking one stop policy at every block boundary.
 
 A policy sees the chain's progress before each block (the first included) and
-answers why to stop, or None to go on. A stop raises `Stopped` after the last
-finished block, whose checkpoint is already written, so the chain can resume
-from there bit for bit.
+answers why to stop, or None to go on. A stop writes the checkpoint of the blocks
+finished and not yet written, then raises `Stopped`, so the chain resumes from its
+last finished block bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from enum import StrEnum
@@ -46,16 +47,23 @@ class Stopped(StopRequested):
 def run(chain: Chain, policy: StopPolicy | None = None,
         on_block: Callable[[Block], None] | None = None) -> ChainDraws:
     """Step `chain` until done; ask `policy` before every block (the first included) and raise Stopped
-    with its reason when it answers one, its checkpoints on disk. `on_block` sees every block once its checkpoint
-    is queued (the block before it is on disk: checkpoints are written off the sampling thread)."""
-    while not chain.done:
-        reason = policy(chain.progress) if policy is not None else None
-        if reason is not None:
+    with its reason when it answers one, its checkpoints on disk. `on_block` sees every block as it finishes (its
+    checkpoint may be written with later blocks: `Chain.checkpoint_seconds`). Whatever is raised, the blocks
+    finished are checkpointed first (a failing write does not hide the error)."""
+    try:
+        while not chain.done:
+            reason = policy(chain.progress) if policy is not None else None
+            if reason is not None:
+                chain.flush()
+                raise Stopped(reason, f"chain {chain.chain} stopped at iteration {chain.progress.iteration}: "
+                                      f"{reason}")
+            block = chain.step()
+            if on_block is not None:
+                on_block(block)
+    except Exception:
+        with contextlib.suppress(Exception):
             chain.flush()
-            raise Stopped(reason, f"chain {chain.chain} stopped at iteration {chain.progress.iteration}: {reason}")
-        block = chain.step()
-        if on_block is not None:
-            on_block(block)
+        raise
     return chain.result()
 
 

@@ -207,7 +207,8 @@ class Worker:
         warm = self._warm_start(task) if base is None and settings.warm_start is not None else None
         chain = Chain.open(model, settings, seed=record.seed, chain=task.chain, store=ChainStore(root, task.chain),
                            fingerprint=fingerprint, block_seconds=self.settings.block_seconds,
-                           max_block=self.settings.max_block, draws=record.draws, base=base, warm=warm)
+                           max_block=self.settings.max_block, draws=record.draws, base=base, warm=warm,
+                           checkpoint_seconds=self.settings.checkpoint_seconds)
         self.chains.reset_live(task.job_id, task.chain, [pack_block(b.draws, b.stats) for b in chain.restored])
         policy = JobStop(deadline=record.deadline, shutdown=self.shutdown)
 

@@ -24,6 +24,7 @@ def make_stack(root: Path, compile_cache: Path, *, workers: int = 2, prometheus_
         "compile_cache_dir": compile_cache,
         "max_block": 50,
         "block_seconds": 0.05,
+        "checkpoint_seconds": 0.2,  # a few blocks per checkpoint write, so kills find checkpoints
         "visibility_timeout": 4,
         **overrides,
     }

@@ -80,7 +80,9 @@ def test_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path: Path, c
 
     ckpt = tmp_path / "ckpt"
     cold_cache = tmp_path / "cold-cache"  # empty: the first run is killed while compiling
-    env = subprocess_env(cold_cache, CHAINYARD_MAX_BLOCK="5", CHAINYARD_BLOCK_SECONDS="0.001")
+    # blocks of 5 iterations, written together every 0.05 s: a kill loses the blocks not yet written
+    env = subprocess_env(cold_cache, CHAINYARD_MAX_BLOCK="5", CHAINYARD_BLOCK_SECONDS="0.001",
+                         CHAINYARD_CHECKPOINT_SECONDS="0.05")
     cmd = [*CHAINYARD, "run", str(job), "--quiet", "--checkpoint-dir", str(ckpt)]
     rng = random.Random(5)
     kills: list[tuple[str, int]] = []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from service.exceptions import StopRequested
@@ -23,9 +25,12 @@ def at_iteration(k: int, reason: Any) -> Any:
     return lambda progress: reason if progress.iteration >= k else None
 
 
+@pytest.mark.parametrize("every", [0.0, 60.0], ids=["every-block", "coalesced"])
 @pytest.mark.parametrize(("k", "phase"), [(37, "warmup"), (180, "sampling")])
 def test_a_policy_stop_is_resumed_bit_identically(eight_schools: dict[str, Any], tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch, k: int, phase: str) -> None:
+                                                  monkeypatch: pytest.MonkeyPatch, k: int, phase: str,
+                                                  every: float) -> None:
+    """Checkpointed every block, or all blocks at the stop as one file (checkpoint_seconds not reached)."""
     from workers import program
     from workers.chain import Chain
     from workers.checkpoint import ChainStore
@@ -36,22 +41,32 @@ def test_a_policy_stop_is_resumed_bit_identically(eight_schools: dict[str, Any],
     reference = Engine().run_chain(model, SETTINGS, seed=11, chain=1)
     store = ChainStore(tmp_path, 1)
     chain = Chain.open(model, SETTINGS, seed=11, chain=1, store=store, fingerprint="job", block_seconds=1.0,
-                       max_block=20)
+                       max_block=20, checkpoint_seconds=every)
     assert chain.restored == [] and chain.progress.iteration == 0 and not chain.done
     with pytest.raises(Stopped) as info:
         run(chain, at_iteration(k, StopReason.TIMEOUT))
     assert isinstance(info.value, StopRequested) and info.value.reason is StopReason.TIMEOUT
     assert str(info.value) == f"chain 1 stopped at iteration {chain.progress.iteration}: timeout"
     assert k <= chain.progress.iteration < k + 20 and chain.progress.phase == phase
-    assert len(store.blocks()) == len(chain.blocks)
+    assert len(chain.blocks) > 2 and len(store.blocks()) == (len(chain.blocks) if every == 0 else 1)
 
     # as in a new process: a program never used, and a resume that runs no init
     monkeypatch.setattr(program, "_programs", OrderedDict())
     monkeypatch.setattr(program.Program, "init", lambda *a: pytest.fail("a resume ran init"))
     resumed = Chain.open(model, SETTINGS, seed=11, chain=1, store=store, fingerprint="job", block_seconds=0.01,
                          max_block=33)
-    assert resumed.progress == chain.progress
-    assert [b.progress for b in resumed.restored] == [b.progress for b in chain.blocks]
+    unblocked = {"block_warmup": 0, "block_sampling": 0, "block_gradients": 0}  # the file's blocks, summed
+    assert dataclasses.replace(resumed.progress, **unblocked) == dataclasses.replace(chain.progress, **unblocked)
+    if every == 0:
+        assert resumed.progress == chain.progress
+    if every == 0:
+        assert [b.progress for b in resumed.restored] == [b.progress for b in chain.blocks]
+    else:  # one file: the blocks' draws end to end, their iterations and gradients summed
+        (one,) = resumed.restored
+        assert one.progress.block_warmup + one.progress.block_sampling == chain.progress.iteration
+        assert one.progress.block_gradients == chain.progress.gradients
+        for name, values in one.draws.items():
+            assert np.array_equal(values, np.concatenate([b.draws[name] for b in chain.blocks])), name
     seen: list[Any] = []
     result = run(resumed, on_block=seen.append)
     assert resumed.done and seen[-1].progress.phase == "done" and seen[-1].progress.iteration == 250
