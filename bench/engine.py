@@ -2,7 +2,7 @@
 
     python bench/engine.py                 # 4 chains x (1000 warmup + 1000 draws), 3 repeats
     python bench/engine.py --quick         # 200 + 200, 1 repeat: smoke test
-    python bench/engine.py --models eight_schools --contenders chainyard,pystan
+    python bench/engine.py --models eight_schools --contenders chainyard,pystan,nutpie
     python bench/engine.py --models gp,garch,population_pk --out bench/results/language   # opt-in models
 
 Writes bench/results/engine.json (every measurement) and bench/results/engine.md (the table).
@@ -37,10 +37,13 @@ if sys.path[:1] != [str(ROOT)]:
     # first, even when PYTHONPATH already names it: bench/service.py must not shadow the `service` package
     sys.path.insert(0, str(ROOT))
 
-CONTENDERS = ("chainyard", "numpyro", "pystan", "gradient")
+CONTENDERS = ("chainyard", "numpyro", "pystan", "nutpie", "gradient")
 CHAINS = 4
 SEED = 1
 PYSTAN_PYTHON = Path(os.environ.get("PYSTAN_PYTHON", "/tmp/pystan-venv/bin/python"))
+NUTPIE_PYTHON = Path(os.environ.get("NUTPIE_PYTHON", "/tmp/nutpie-venv/bin/python"))
+NUTPIE_MODELS = ("eight_schools", "hierarchical_regression", "hierarchical_logistic")
+"""The models bench/nutpie_runner.py writes in PyMC."""
 WORKER_TIMEOUT_S = 3600
 
 # ----------------------------------------------------------------------------------------------
@@ -495,6 +498,49 @@ def run_pystan(model_name: str, args: argparse.Namespace, log_dir: Path) -> dict
         shutil.rmtree(work, ignore_errors=True)
 
 
+def run_nutpie(model_name: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+    """Cold compile + sample (empty pytensor and numba caches), warm `with_data` repeats, then a restart with the
+    filled caches; each mode one process of bench/nutpie_runner.py under NUTPIE_PYTHON."""
+    if model_name not in NUTPIE_MODELS:
+        return {"error": f"no PyMC version of {model_name} in bench/nutpie_runner.py"}
+    if not NUTPIE_PYTHON.exists():
+        return {"error": f"{NUTPIE_PYTHON} not found; create it: python3.12 -m venv /tmp/nutpie-venv && "
+                         "/tmp/nutpie-venv/bin/pip install nutpie==0.16.11 pymc==6.4.0 numba==0.68.0"}
+    import numpy as np
+
+    model0 = load_model(model_name, 0)
+    params = [p.name for p in model0.params]
+    work = Path(tempfile.mkdtemp(prefix="chainyard-bench-nutpie-"))
+    try:
+        datasets = []
+        for k in range(args.repeats + 1):
+            path = work / f"data-{k}.json"
+            path.write_text(json.dumps(stan_data(model_name, load_model(model_name, k))))
+            datasets.append(str(path))
+        env = {**os.environ, "PYTENSOR_FLAGS": f"compiledir={work / 'pytensor-cache'}",
+               "NUMBA_CACHE_DIR": str(work / "numba-cache")}
+        out: dict[str, Any] = {"params": params}
+        for mode, ds in (("cold", datasets), ("restart", datasets[:1])):
+            job = {"model": model_name, "datasets": ds, "params": params, "num_chains": CHAINS,
+                   "num_warmup": args.warmup, "num_samples": args.draws, "seed": SEED,
+                   "out_dir": str(work / f"draws-{mode}")}
+            job_path, result = work / f"job-{mode}.json", work / f"result-{mode}.json"
+            job_path.write_text(json.dumps(job))
+            res = _run([str(NUTPIE_PYTHON), str(BENCH / "nutpie_runner.py"), str(job_path), str(result)],
+                       result, log_dir / f"nutpie-{model_name}-{mode}.log", f"nutpie-{model_name}-{mode}", env)
+            for run in res.get("runs", []):
+                with np.load(run.pop("npz")) as z:
+                    run["min_ess_bulk"] = min_ess_bulk({p: z[p] for p in params})
+                run["dataset"] = Path(run["dataset"]).name
+                run["wall_s"] = run["build_s"] + run["sample_s"]
+            out[mode] = res
+            if "error" in res:
+                break
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------------------------
 # Summary table
 # ----------------------------------------------------------------------------------------------
@@ -506,7 +552,8 @@ def _ratio_median(recs: list[dict[str, Any]], num: str, den: str = "wall_s") -> 
 
 def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name, "contender": contender, "error": res.get("error")}
-    if row["error"] and contender != "pystan" and not (contender == "chainyard" and "warm_same_data" in res):
+    partial = contender in ("pystan", "nutpie") or (contender == "chainyard" and "warm_same_data" in res)
+    if row["error"] and not partial:
         return row  # (a chainyard error in the restart run alone still leaves the cold and warm numbers)
     if contender == "chainyard":
         cold, warm, ckpt = res["cold"], res["warm"], res["warm_checkpoint"]
@@ -524,6 +571,7 @@ def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
             "min_ess_bulk": _median(r["min_ess_bulk"] for r in warm),
             "ess_per_s": _ratio_median(warm, "min_ess_bulk"),
             "grads_per_s": _ratio_median(warm, "grads_total"),
+            "grads_total": _median(r["grads_total"] for r in warm),
             "grads_note": "incl. warmup",
             "checkpoint_overhead_pct": (100.0 * (ckpt_wall - warm_wall) / warm_wall
                                         if warm_wall and ckpt_wall is not None else None),
@@ -568,8 +616,31 @@ def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
             # timed runs keep no warmup draws (as users run it); the restart run (example data) saves them,
             # for the leapfrog count incl. warmup
             "grads_per_s": _ratio_median(restart_runs, "leapfrog_total", "sample_s"),
+            "grads_total": restart_runs[0]["leapfrog_total"] if restart_runs else None,
             "grads_note": "incl. warmup, per sampling wall (build excluded), from the restart run",
             "sample_s": _median(r["sample_s"] for r in warm),
+            "divergences_warm": _median(r["divergences"] for r in warm),
+            "error": res.get("cold", {}).get("error") or res.get("restart", {}).get("error"),
+        })
+    elif contender == "nutpie":
+        runs = res.get("cold", {}).get("runs", [])
+        if not runs:
+            row["error"] = row["error"] or res.get("cold", {}).get("error") or "no runs"
+            return row
+        cold, warm = runs[0], runs[1:] or runs[:1]
+        restart_runs = res.get("restart", {}).get("runs", [])
+        row.update({
+            "cold_s": cold["wall_s"],
+            "warm_s": _median(r["wall_s"] for r in warm),
+            "restart_s": restart_runs[0]["wall_s"] if restart_runs else None,
+            "compile_s": cold["build_s"],
+            "warm_compile_s": _median(r["build_s"] for r in warm),
+            "warm_backend_compiles": None,
+            "min_ess_bulk": _median(r["min_ess_bulk"] for r in warm),
+            "ess_per_s": _ratio_median(warm, "min_ess_bulk"),
+            "grads_per_s": _ratio_median(warm, "leapfrog_total"),
+            "grads_total": _median(r["leapfrog_total"] for r in warm),
+            "grads_note": "incl. warmup",
             "divergences_warm": _median(r["divergences"] for r in warm),
             "error": res.get("cold", {}).get("error") or res.get("restart", {}).get("error"),
         })
@@ -599,6 +670,7 @@ LABELS = {
     "chainyard": "chainyard",
     "numpyro": "numpyro MCMC.run",
     "pystan": "PyStan 3",
+    "nutpie": "nutpie (PyMC, numba)",
     "gradient": "raw jax.grad loop",
 }
 
@@ -624,15 +696,13 @@ def markdown(report: dict[str, Any]) -> str:
         "- noise: 2-core machine shared with other work during the run; treat differences under ~15% as noise",
         "",
         "| model | contender | cold wall s | warm wall s | restart wall s | compile s | warm compile s | "
-        "min ESS_bulk | ESS_bulk/s | ESS/s vs PyStan | grad evals/s | ckpt overhead % |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "min ESS_bulk | ESS_bulk/s | ESS/s vs PyStan | ESS/s vs nutpie | grad evals | grad evals/s | "
+        "ckpt overhead % |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     notes = []
     for row in report["rows"]:
-        stan = next((r for r in report["rows"] if r["model"] == row["model"] and r["contender"] == "pystan"), None)
-        vs = None
-        if stan and stan.get("ess_per_s") and row.get("ess_per_s"):
-            vs = row["ess_per_s"] / stan["ess_per_s"]
+        vs, vs_nutpie = (_vs(report["rows"], row, other) for other in ("pystan", "nutpie"))
         grads = fmt(row.get("grads_per_s"))
         if row["contender"] == "numpyro" and row.get("grads_per_s") is not None:
             grads = "≥ " + grads
@@ -642,7 +712,7 @@ def markdown(report: dict[str, Any]) -> str:
             notes.append(f"- {row['model']} / {LABELS[row['contender']]}: ERROR {row['error'][:300]!r}")
             if row.get("cold_s") is None:
                 lines.append(f"| {row['model']} | {LABELS[row['contender']]} | failed (see notes) |"
-                             + " |" * 11)
+                             + " |" * 13)
                 continue
         warm_compile = fmt(row.get("warm_compile_s"))
         if row.get("warm_backend_compiles") is not None and row["contender"] != "pystan":
@@ -652,27 +722,31 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['model']} | {LABELS[row['contender']]} | {fmt(row.get('cold_s'))} | {fmt(row.get('warm_s'))} | "
             f"{fmt(row.get('restart_s'))} | {fmt(row.get('compile_s'))} | {warm_compile} | "
             f"{fmt(row.get('min_ess_bulk'), 4)} | {fmt(row.get('ess_per_s'))} | "
-            f"{'—' if vs is None else f'{vs:.2f}x'} | {grads} | {ckpt_s} |")
+            f"{'—' if vs is None else f'{vs:.2f}x'} | {'—' if vs_nutpie is None else f'{vs_nutpie:.2f}x'} | "
+            f"{fmt(row.get('grads_total'))} | {grads} | {ckpt_s} |")
     lines += [
         "",
         "Columns (details in bench/README.md):",
         "- cold: first fit in a fresh process — chainyard with an empty persistent compile cache, numpyro's "
-        "first `MCMC.run`, PyStan `stan.build` with an empty httpstan cache + `sample`.",
+        "first `MCMC.run`, PyStan `stan.build` with an empty httpstan cache + `sample`, nutpie "
+        "`compile_pymc_model` (numba) with empty pytensor and numba caches + `sample`.",
         "- warm: median over repeats of a fit in the same process with new data values of the same shapes "
         "(chainyard: no recompile; numpyro: `MCMC.run` again, which re-traces and recompiles; PyStan: cached "
-        "`stan.build` + `sample`).",
+        "`stan.build` + `sample`; nutpie: `CompiledModel.with_data` + `sample`).",
         "- restart: a fresh process whose persistent cache is already filled (chainyard's JAX cache, httpstan's "
-        "model cache); numpyro keeps no cache across processes.",
+        "model cache, pytensor's and numba's caches for nutpie); numpyro keeps no cache across processes.",
         "- compile: chainyard = cold wall - wall of a warm fit of the *same* data and seed (identical draws); "
         "numpyro = JAX trace+lower+compile time measured (jax.monitoring) in the first call; PyStan = cold "
-        "build - cached build.",
+        "build - cached build; nutpie = its cold `compile_pymc_model`.",
         "- warm compile: JAX trace+lower+compile seconds measured during the warm fit (count of XLA compiles in "
         "parentheses); PyStan: the cached `stan.build` time.",
         "- min ESS_bulk over every element of the model's params (same set for all contenders), arviz bulk ESS "
         "of the warm fits; ESS_bulk/s = min ESS / warm wall (PyStan: / sampling wall, build excluded).",
         "- grad evals/s: leapfrog steps incl. warmup / warm wall (numpyro's MCMC.run reports sampling-phase "
         "steps only, hence ≥; PyStan: from the restart run, the only one that saves warmup draws, / its sampling "
-        "wall); raw: `jax.grad` of the potential in a jitted `fori_loop`, one thread.",
+        "wall); nutpie: `n_steps` of warmup and sampling / warm wall; grad evals: the total of one fit "
+        "(median of the warm fits; PyStan: the restart run); raw: `jax.grad` of the potential in a jitted "
+        "`fori_loop`, one thread.",
         "- ckpt overhead: median warm wall with checkpoint_dir vs without (same data and seed, draws identical: "
         + ", ".join(f"{r['model']} {fmt(r.get('checkpoint_draws_identical'))}" for r in report["rows"]
                     if r["contender"] == "chainyard" and not r.get("error")) + ").",
@@ -680,6 +754,14 @@ def markdown(report: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Failures:", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _vs(rows: list[dict[str, Any]], row: dict[str, Any], other: str) -> float | None:
+    """row's ESS_bulk/s over that of contender `other` on the same model."""
+    them = next((r for r in rows if r["model"] == row["model"] and r["contender"] == other), None)
+    if them and them.get("ess_per_s") and row.get("ess_per_s"):
+        return float(row["ess_per_s"] / them["ess_per_s"])
+    return None
 
 
 def _engine_hashes(report: dict[str, Any]) -> set[str]:
@@ -757,8 +839,8 @@ def orchestrate(args: argparse.Namespace) -> None:
                                 res["error"] = "restart: " + res["restart_result"]["error"]
                     finally:
                         shutil.rmtree(cache, ignore_errors=True)
-                elif contender == "pystan":
-                    res = run_pystan(model, args, log_dir)
+                elif contender in ("pystan", "nutpie"):
+                    res = (run_pystan if contender == "pystan" else run_nutpie)(model, args, log_dir)
                     if "versions" in res.get("cold", {}):
                         report["versions"].update(res["cold"]["versions"])
                 else:
