@@ -28,8 +28,8 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Seed; the draws are a pure function of model, data, settings.")]
     = None,
     target_accept: Annotated[float | None, typer.Option(help="Target acceptance probability (default 0.8).")] = None,
-    adaptation: Annotated[str | None, typer.Option(help="Warmup adaptation: stan (default) or fisher (nutpie's "
-                                                        "mass matrix from positions and gradients).")] = None,
+    adaptation: Annotated[str | None, typer.Option(help="Warmup adaptation: fisher (default; nutpie's mass "
+                                                        "matrix from positions and gradients) or stan.")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the InferenceData as netCDF here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the summary as JSON here.")] = None,
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Checkpoint every block here; rerun to resume.")]

@@ -75,9 +75,10 @@ class SamplerSettings(BaseModel):
     max_tree_depth: Annotated[int, Role.COMPILED] = Field(10, ge=1, le=15)
     dense_mass: Annotated[bool, Role.COMPILED] = False
     adaptation: Annotated[Literal["stan", "fisher"], Role.COMPILED] = Field(
-        "stan", description="Warmup adaptation of the step size and diagonal mass matrix: `stan` (numpyro's: "
-        "variance of the positions in Stan's windows) or `fisher` (nutpie's: sqrt(Var(positions) / Var(gradients)), "
-        "re-estimated every draw, in short early windows then growing ones); `fisher` needs `dense_mass: false`.")
+        "fisher", description="Warmup adaptation of the step size and mass matrix: `fisher` (nutpie's: a diagonal "
+        "sqrt(Var(positions) / Var(gradients)), re-estimated every draw, in short early windows then growing ones; "
+        "about half the gradients of `stan` for the same ESS) or `stan` (numpyro's: variance of the positions in "
+        "Stan's windows; the default with `dense_mass: true`, which `fisher` does not estimate).")
     init: Annotated[Literal["uniform", "median", "sample", "feasible"], Role.COMPILED] = Field(
         "uniform", description="numpyro init strategy; `uniform` (numpyro's default) draws in (-2, 2) unconstrained.")
     keep: Annotated[list[str] | None, Role.COMPILED] = Field(
@@ -95,6 +96,14 @@ class SamplerSettings(BaseModel):
         if value is False:
             return None
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dense_adapts_as_stan(cls, data: Any) -> Any:
+        """`dense_mass: true` without an adaptation gets `stan`, the one that estimates a dense matrix."""
+        if isinstance(data, dict) and data.get("dense_mass") is True and data.get("adaptation") is None:
+            return {**data, "adaptation": "stan"}
+        return data
 
     @field_validator("adaptation")
     @classmethod

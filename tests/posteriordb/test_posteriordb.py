@@ -46,7 +46,7 @@ SETTINGS_FOR = {
     "hudson_lynx_hare-lotka_volterra": SETTINGS.model_copy(update={"init": "median"}),
     # 24 strongly correlated predictors: with a diagonal mass matrix the fit took 414 s in CI; a dense
     # one (Stan's metric=dense_e) makes the posterior round: tree depth 3.9, 11 s, the same match
-    "diamonds-diamonds": SETTINGS.model_copy(update={"dense_mass": True}),
+    "diamonds-diamonds": SETTINGS.model_copy(update={"dense_mass": True, "adaptation": "stan"}),
 }
 # A heavy tail (Pareto shape khat from the reference draws, build.py) leaves the moments' Monte Carlo errors unknown:
 # the sd's needs a finite fourth moment (khat < 0.25), and the mean's error is sd / sqrt(ESS). Such an element is

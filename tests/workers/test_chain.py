@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("jax_ready")
 BASE = SamplerSettings(warmup=100, draws=50)
 OTHER_VALUE: dict[str, Any] = {
     "chains": 2, "seed": 4, "warmup": 101, "draws": 51, "thin": 2, "target_accept": 0.9, "max_tree_depth": 8,
-    "dense_mass": True, "adaptation": "fisher", "init": "median", "keep": ["tau"], "until": {"max_draws": 100},
+    "dense_mass": True, "adaptation": "stan", "init": "median", "keep": ["tau"], "until": {"max_draws": 100},
     "warm_start": {"job": "j" + "0" * 24},
 }
 """A value other than BASE's for every setting."""

@@ -12,7 +12,7 @@ import pytest
 from service.exceptions import CheckpointMismatchError
 from service.language.validate import validate
 from service.sampler import SamplerSettings
-from tests.workers.test_state import FIELDS
+from tests.workers.test_state import FIELDS, FISHER_FIELDS
 
 pytestmark = pytest.mark.usefixtures("jax_ready")
 
@@ -28,7 +28,7 @@ def test_block_files_hold_the_sampler_state_by_field_name(eight_schools: dict[st
     ChainStore(tmp_path, 0).flush()  # the last block may still be being written when run returns
     newest = sorted(tmp_path.glob("chain-0/block-*.npz"))[-1]
     with np.load(newest, allow_pickle=False) as npz:
-        assert {k.removeprefix("state/") for k in npz.files if k.startswith("state/")} == FIELDS
+        assert {k.removeprefix("state/") for k in npz.files if k.startswith("state/")} == FIELDS | FISHER_FIELDS
         meta = json.loads(str(npz["meta"]))
         assert int(npz["state/iteration"]) == 30
     assert meta["format"] == 2

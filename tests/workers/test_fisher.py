@@ -66,7 +66,8 @@ def test_a_fit_ends_warmup_with_the_posterior_variances_and_keeps_its_state_apar
         assert int(state["fisher/updates"]) > 0 and int(state["fisher/unreported_gradients"]) == 0
     assert np.std(fit.draws["x"], axis=(0, 1)) == pytest.approx(SCALES, rel=0.2)
     # stan's state has no fisher fields (its checkpoints are as before)
-    stan = Engine().run(validate(eight_schools), SamplerSettings(chains=1, warmup=20, draws=5, seed=3))
+    stan = Engine().run(validate(eight_schools), SamplerSettings(chains=1, warmup=20, draws=5, seed=3,
+                                                                 adaptation="stan"))
     assert not any(k.startswith("fisher/") for k in stan.states[0])
 
 

@@ -24,7 +24,12 @@ FIELDS = {
     "adapt_state/mass_matrix_adaptation/mean", "adapt_state/mass_matrix_adaptation/sum_squares",
     "adapt_state/mass_matrix_adaptation/samples_seen",
 }
-"""Every stored field of a NUTS state (momentum is None for NUTS and not stored)."""
+"""Every stored field of a NUTS state (momentum is None for NUTS and not stored), `adaptation: stan`."""
+FISHER_FIELDS = {
+    f"fisher/{window}/{moment}" for window in ("current", "background")
+    for moment in ("count", "position_mean", "position_m2", "gradient_mean", "gradient_m2")
+} | {"fisher/unreported_gradients", "fisher/updates", "fisher/window"}
+"""The fisher adaptation's own fields, stored besides FIELDS with `adaptation: fisher` (the default)."""
 
 
 def initial(spec: dict[str, Any], *, dense_mass: bool = False) -> tuple[Any, Any]:
@@ -48,7 +53,7 @@ def test_state_round_trips_through_named_plain_arrays(eight_schools: dict[str, A
 
     state, shapes = initial(eight_schools, dense_mass=dense_mass)
     arrays = state.to_arrays()
-    assert set(arrays) == FIELDS
+    assert set(arrays) == (FIELDS if dense_mass else FIELDS | FISHER_FIELDS)  # dense_mass adapts as stan
     assert all(type(a) is np.ndarray and a.dtype != object for a in arrays.values())
     dim = 10  # mu, tau and eight thetas, unconstrained
     assert arrays["position"].shape == (dim,)
@@ -59,7 +64,7 @@ def test_state_round_trips_through_named_plain_arrays(eight_schools: dict[str, A
     same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), state, restored)
     assert all(jax.tree_util.tree_leaves(same))
     # renaming to numpyro's HMCState and back changes nothing
-    assert SamplerState.from_numpyro(state.to_numpyro()) == state
+    assert SamplerState.from_numpyro(state.to_numpyro(), state.fisher) == state
 
 
 def test_missing_unexpected_or_misshaped_fields_are_refused(eight_schools: dict[str, Any]) -> None:

@@ -113,6 +113,16 @@ def test_base_is_valid() -> None:
     parse_job(BASE)
 
 
+@pytest.mark.parametrize("sampler, adaptation", [
+    ({}, "fisher"), ({"dense_mass": True}, "stan"), ({"adaptation": "stan"}, "stan"),
+    ({"dense_mass": True, "adaptation": "stan"}, "stan"), ({"dense_mass": False}, "fisher"),
+])
+def test_the_adaptation_is_fisher_unless_a_dense_mass_matrix_is_asked_for(sampler: dict[str, Any],
+                                                                          adaptation: str) -> None:
+    _, settings = parse_job({"model": BASE, "sampler": sampler})
+    assert settings.adaptation == adaptation
+
+
 BAD_SPECS: dict[str, tuple[dict[str, Any], str, str]] = {
     # kind: (document, expected path, expected message fragment)
     "python injection": (with_(define__x="__import__('os').system('touch /tmp/chainyard-pwned')"), "define.x",
