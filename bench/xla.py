@@ -42,6 +42,22 @@ SETTINGS = {
     "chainyard": f"--xla_backend_extra_options={XLA_BACKEND_OPTIONS}",
     "1000000": "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000",
 }
+CANDIDATES = {
+    # each with chainyard's backend options; --candidates runs them besides SETTINGS (issue 14: the options
+    # profiling suggested for fewer or cheaper kernels per gradient)
+    "concurrency_scheduler_off": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+    "fusion_emitters_off": "--xla_cpu_use_fusion_emitters=false",
+    "xnn_greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+    "xnnpack": "--xla_cpu_use_xnnpack=true",
+    "threshold_400000": "",
+}
+"""Flags tried in addition to chainyard's (`threshold_400000` replaces its threshold instead)."""
+
+
+def candidate_flags(name: str) -> str:
+    if name == "threshold_400000":
+        return "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=400000"
+    return f"--xla_backend_extra_options={XLA_BACKEND_OPTIONS} {CANDIDATES[name]}"
 
 
 def worker(model_name: str, repeats: int) -> dict[str, Any]:
@@ -73,24 +89,28 @@ def worker(model_name: str, repeats: int) -> dict[str, Any]:
 
 
 def run_one(model_name: str, setting: str, repeats: int) -> dict[str, Any]:
-    env = {**os.environ, "XLA_FLAGS": SETTINGS[setting]}
+    flags = SETTINGS[setting] if setting in SETTINGS else candidate_flags(setting)
+    env = {**os.environ, "XLA_FLAGS": flags}
     out = subprocess.run([sys.executable, __file__, "--worker", model_name, "--repeats", str(repeats)],
-                         env=env, capture_output=True, text=True, check=True)
+                         env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"{model_name} with XLA_FLAGS={flags!r} failed:\n{out.stderr[-2000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# XLA CPU while-loop threshold ({report['date']}, load average {report['load_before']} -> "
+    lines = [f"# XLA CPU options ({report['date']}, load average {report['load_before']} -> "
              f"{report['load_after']})", "",
-             "4 chains x (1000 + 1000), seed 1; median of the warm fits; one fresh process per setting.", "",
-             "| model | none s | chainyard s | 1,000,000 s | none / chainyard | none / 1,000,000 | same draws |",
-             "|---|--:|--:|--:|--:|--:|---|"]
+             "4 chains x (1000 + 1000), seed 1; median of the warm fits; one fresh process per setting; "
+             "ratio = chainyard's wall / the setting's (> 1: faster than chainyard's); same draws: the same "
+             "draws as chainyard's setting, bit for bit.", "",
+             "| model | setting | XLA_FLAGS | wall s | vs chainyard | same draws |", "|---|---|---|--:|--:|---|"]
     for name, res in report["models"].items():
-        walls = {k: res[k]["wall_s"] for k in SETTINGS}
-        same = len({res[k]["draws_sha256"] for k in SETTINGS}) == 1
-        lines.append(f"| {name} | {walls['none']:.3f} | {walls['chainyard']:.3f} | {walls['1000000']:.3f} | "
-                     f"{walls['none'] / walls['chainyard']:.2f}x | {walls['none'] / walls['1000000']:.2f}x | "
-                     f"{'yes' if same else 'NO'} |")
+        base = res["chainyard"]
+        for setting, r in res.items():
+            same = r["draws_sha256"] == base["draws_sha256"]
+            lines.append(f"| {name} | {setting} | `{r['xla_flags'] or '(none)'}` | {r['wall_s']:.3f} | "
+                         f"{base['wall_s'] / r['wall_s']:.2f}x | {'yes' if same else 'NO'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -99,6 +119,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--candidates", action="store_true", help="also run the flags in CANDIDATES")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -108,7 +129,8 @@ def main() -> None:
                               "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
                               "versions": versions(), "load_before": round(os.getloadavg()[0], 2), "models": {}}
     for i, name in enumerate(args.models.split(",")):
-        order = list(SETTINGS) if i % 2 == 0 else list(reversed(SETTINGS))
+        names = list(SETTINGS) + (list(CANDIDATES) if args.candidates else [])
+        order = names if i % 2 == 0 else list(reversed(names))
         report["models"][name] = {setting: run_one(name, setting, args.repeats) for setting in order}
         print(name, {k: round(v["wall_s"], 3) for k, v in report["models"][name].items()}, flush=True)
     report["load_after"] = round(os.getloadavg()[0], 2)
