@@ -97,7 +97,8 @@ def test_the_examples_fit_and_recover_what_simulated_them(name: str, truth: dict
     from workers.engine import Engine
 
     fit = Engine().run(validate(load_file(SERIES / f"{name}.yaml")),
-                       SamplerSettings(chains=2, warmup=400, draws=400, seed=5))
+                       # stan: with fisher's short warmup (400) garch had 1 divergence in 800 draws (CI, e6f7b84)
+                       SamplerSettings(chains=2, warmup=400, draws=400, seed=5, adaptation="stan"))
     assert int(fit.stats["diverging"].sum()) == 0
     names = {p.name for p in validate(load_file(SERIES / f"{name}.yaml")).params}
     params = {k: v for k, v in fit.draws.items() if k in names}
