@@ -43,21 +43,15 @@ SETTINGS = {
     "1000000": "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=1000000",
 }
 CANDIDATES = {
-    # each with chainyard's backend options; --candidates runs them besides SETTINGS (issue 14: the options
-    # profiling suggested for fewer or cheaper kernels per gradient)
-    "concurrency_scheduler_off": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
-    "fusion_emitters_off": "--xla_cpu_use_fusion_emitters=false",
-    "xnn_greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
-    "xnnpack": "--xla_cpu_use_xnnpack=true",
-    "threshold_400000": "",
-}
-"""Flags tried in addition to chainyard's (`threshold_400000` replaces its threshold instead)."""
-
-
-def candidate_flags(name: str) -> str:
-    if name == "threshold_400000":
-        return "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=400000"
-    return f"--xla_backend_extra_options={XLA_BACKEND_OPTIONS} {CANDIDATES[name]}"
+    # besides SETTINGS with --candidates (issue 14: the options profiling suggested for fewer or cheaper kernels
+    # per gradient), each on top of chainyard's backend options unless it replaces the threshold
+    name: f"--xla_backend_extra_options={XLA_BACKEND_OPTIONS} {flag}" for name, flag in {
+        "concurrency_scheduler_off": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+        "fusion_emitters_off": "--xla_cpu_use_fusion_emitters=false",
+        "xnn_greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
+        "xnnpack": "--xla_cpu_use_xnnpack=true",
+    }.items()
+} | {"threshold_400000": "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=400000"}
 
 
 def worker(model_name: str, repeats: int) -> dict[str, Any]:
@@ -89,7 +83,7 @@ def worker(model_name: str, repeats: int) -> dict[str, Any]:
 
 
 def run_one(model_name: str, setting: str, repeats: int) -> dict[str, Any]:
-    flags = SETTINGS[setting] if setting in SETTINGS else candidate_flags(setting)
+    flags = {**SETTINGS, **CANDIDATES}[setting]
     env = {**os.environ, "XLA_FLAGS": flags}
     out = subprocess.run([sys.executable, __file__, "--worker", model_name, "--repeats", str(repeats)],
                          env=env, capture_output=True, text=True)

@@ -62,7 +62,7 @@ def test_a_warm_start_on_new_data_matches_a_cold_fit_with_half_the_warmup() -> N
     source, new = regression(20), regression(21)
     assert source.structure_key() == new.structure_key()
     engine = Engine()
-    # stan, as bench/warmstart.py measures it; with fisher (e6f7b84) one of 350 checks missed: b[29]'s mean at z 4.10
+    # stan: with fisher (the default since e6f7b84) one of 350 checks missed: b[29]'s mean at z 4.10
     earlier = engine.run(source, SamplerSettings(chains=4, warmup=1000, draws=200, seed=1, adaptation="stan"))
     cold = engine.run(new, SamplerSettings(chains=4, warmup=1000, draws=1000, seed=2, adaptation="stan"))
     warm = engine.run(new, SamplerSettings(chains=4, warmup=150, draws=1000, seed=3, adaptation="stan",
