@@ -47,10 +47,15 @@ def run(
         overrides["until"] = True
     model, settings = _load(file, overrides)
 
-    from workers.jaxsetup import configure
+    from workers.jaxsetup import PlatformError, configure
 
     config = Settings()
-    configure(config.compile_cache_dir or Path.home() / ".cache" / "chainyard" / "jax")
+    try:
+        configure(config.compile_cache_dir or Path.home() / ".cache" / "chainyard" / "jax", config.platform)
+    except PlatformError as exc:
+        err.print("[bold red]error:[/] ", end="")
+        err.print(str(exc), markup=False, highlight=False)
+        raise typer.Exit(EXIT_BAD_SPEC) from None
 
     from service.jobs.assemble import assemble
     from service.results import write_netcdf

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
                                       "writes of a chain (the blocks in between are written as one; 0: every "
                                       "block). A killed worker runs at most this much of a chain again.")
     threads: int = Field(0, ge=0, description="Chains run at once in one process; 0 means one per CPU core.")
+    platform: Literal["cpu", "gpu"] = Field("cpu", description="Where JAX computes: `gpu` needs the CUDA image "
+                                            "variant and a GPU (the worker refuses to start without one). Draws "
+                                            "on a GPU differ from the CPU's in the last bits.")
 
     # service
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis holding queue, jobs and results.")

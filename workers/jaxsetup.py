@@ -40,14 +40,34 @@ def apply_xla_flags() -> None:
     os.environ["XLA_FLAGS"] = f"{flags} --xla_backend_extra_options={XLA_BACKEND_OPTIONS}".strip()
 
 
-def configure(compile_cache_dir: Path | None) -> None:
-    """float64 everywhere (Stan's precision), XLA's backend options and the persistent compilation cache."""
+PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
+"""Settings.platform -> JAX's platform name. On a GPU a job's draws differ from the CPU's in the last bits (other
+floating-point code), so draws are a function of the platform too, as of the XLA options above."""
+
+
+class PlatformError(RuntimeError):
+    """The configured platform has no device here (e.g. `gpu` without CUDA or without a GPU)."""
+
+
+def configure(compile_cache_dir: Path | None, platform: str = "cpu") -> None:
+    """float64 everywhere (Stan's precision), the platform (`cpu` or `gpu`, Settings.platform), XLA's CPU backend
+    options and the persistent compilation cache. With `gpu`, PlatformError unless JAX finds a CUDA device."""
     global _configured
     if _configured:
         return
-    apply_xla_flags()
+    if platform == "cpu":
+        apply_xla_flags()
     jax.config.update("jax_enable_x64", True)
-    jax.config.update("jax_platforms", "cpu")
+    jax.config.update("jax_platforms", PLATFORMS[platform])
+    if platform != "cpu":
+        try:
+            devices = jax.devices()
+        except (RuntimeError, AssertionError) as exc:  # jax 0.10 asserts when no plugin serves the platform
+            raise PlatformError(
+                f"CHAINYARD_PLATFORM={platform} but JAX finds no {PLATFORMS[platform]} device: run the CUDA image "
+                f"variant (jax[cuda12]) on a node with a GPU (the chart's worker.gpu values), or set "
+                f"CHAINYARD_PLATFORM=cpu" + (f" ({exc})" if str(exc) else "")) from exc
+        log.info("JAX runs on %s", ", ".join(str(d) for d in devices))
     if compile_cache_dir is not None and str(compile_cache_dir):
         compile_cache_dir.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(compile_cache_dir))

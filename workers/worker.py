@@ -378,12 +378,16 @@ def main(name: str | None = None, data_dir: Path | None = None) -> None:
     data_dir = data_dir or settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name} %(levelname)s %(message)s")
-    from workers.jaxsetup import configure
+    from workers.jaxsetup import PlatformError, configure
 
     capped = cap_memory(settings.worker_memory_bytes)
     if capped:
         log.info("address space capped at %.1f GiB", capped / 2**30)
-    configure(settings.compile_cache_dir or data_dir / "jax-cache")
+    try:
+        configure(settings.compile_cache_dir or data_dir / "jax-cache", settings.platform)
+    except PlatformError as exc:  # no chain could run here: say why instead of taking tasks
+        log.error("%s", exc)
+        raise SystemExit(2) from None
     redis = redis_client(settings)
     if settings.metrics_port:
         from prometheus_client import REGISTRY
