@@ -120,23 +120,29 @@ MODELS = ("eight_schools", "hierarchical_regression", "hierarchical_logistic")
 """The default --models; the others in BENCH_MODELS are opt-in."""
 
 
+def model_spec(name: str, variant: int = 0) -> dict[str, Any]:
+    """The spec of benchmark model `name`: the example file (variant 0), or new data values of the same shapes."""
+    from service.language.loader import load_file
+
+    entry = BENCH_MODELS[name]
+    if variant == 0:
+        return dict(load_file(ROOT / "examples" / entry.example))
+    if entry.shift is not None:
+        return entry.shift(load_file(ROOT / "examples" / entry.example), variant)
+    assert entry.simulate is not None
+    script, function = entry.simulate.split(":")
+    return dict(getattr(_load_module(script), function)(seed=1000 + variant))
+
+
 def load_model(name: str, variant: int = 0) -> Any:
     """The benchmark model `name`; variant k >= 1 has new data values with the same shapes and dtypes."""
-    from service.language.loader import load_file
     from service.language.validate import validate
     from service.sampler import parse_job
 
-    entry = BENCH_MODELS[name]
-    base, _ = parse_job(load_file(ROOT / "examples" / entry.example))
+    base, _ = parse_job(model_spec(name))
     if variant == 0:
         return base
-    if entry.shift is not None:
-        spec = entry.shift(load_file(ROOT / "examples" / entry.example), variant)
-    else:
-        assert entry.simulate is not None
-        script, function = entry.simulate.split(":")
-        spec = getattr(_load_module(script), function)(seed=1000 + variant)
-    model = validate(spec)
+    model = validate(model_spec(name, variant))
     if model.structure_key() != base.structure_key():
         raise RuntimeError(f"{name} variant {variant}: data shapes/dtypes differ from the example")
     return model
@@ -369,15 +375,20 @@ def worker_gradient(args: argparse.Namespace) -> dict[str, Any]:
     from workers.jaxsetup import configure
 
     configure(None)
+    return gradient_rate(load_model(args.model, 0), args.grad_evals, args.repeats)
+
+
+def gradient_rate(model: Any, evals: int, repeats: int) -> dict[str, Any]:
+    """`repeats` timings of `jax.grad` of `model`'s potential (data bound) in one jitted fori_loop of at least
+    `evals` evaluations, lengthened until one run takes >= 0.5 s (timer and dispatch noise do not matter)."""
     import jax
     import jax.numpy as jnp
     from numpyro.infer.util import initialize_model
 
     from workers.lower import lower
 
-    model0 = load_model(args.model, 0)
-    data = {k: jnp.asarray(v) for k, v in model0.data.items()}
-    info = initialize_model(jax.random.PRNGKey(0), lower(model0), model_args=(data,))
+    data = {k: jnp.asarray(v) for k, v in model.data.items()}
+    info = initialize_model(jax.random.PRNGKey(0), lower(model), model_args=(data,))
     z0 = info.param_info.z
     grad = jax.grad(info.potential_fn)
 
@@ -393,15 +404,15 @@ def worker_gradient(args: argparse.Namespace) -> dict[str, Any]:
         return jax.lax.fori_loop(0, n, body, (z, jnp.zeros(())))
 
     jax.block_until_ready(loop(z0, 10))  # compile
-    n = args.grad_evals
-    while True:  # lengthen the loop until one run takes >= 0.5 s, so timer and dispatch noise do not matter
+    n = evals
+    while True:
         started = time.perf_counter()
         jax.block_until_ready(loop(z0, n))
         if time.perf_counter() - started >= 0.5:
             break
         n *= 4
     rates = []
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         started = time.perf_counter()
         jax.block_until_ready(loop(z0, n))
         rates.append(n / (time.perf_counter() - started))
