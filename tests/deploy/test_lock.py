@@ -1,4 +1,5 @@
-"""The image's lock files (tools/deploy/lock.sh) agree with pyproject.toml and are complete and hash-pinned."""
+"""The image's lock files (tools/deploy/lock.sh) agree with pyproject.toml and are complete and hash-pinned; the
+CUDA variant's lock adds jax's CUDA plugin of the same version and changes nothing the CPU image has."""
 
 from __future__ import annotations
 
@@ -51,8 +52,17 @@ def pin_mismatches(requirements: list[str], lock: dict[str, tuple[str, list[str]
     return problems
 
 
+def repins(lock: dict[str, tuple[str, list[str]]], base: dict[str, tuple[str, list[str]]]) -> list[str]:
+    """Packages `lock` pins to another version than `base` does (installed after it, it would replace them)."""
+    return [f"{name}: {base[name][0]} -> {version}" for name, (version, _) in sorted(lock.items())
+            if name in base and base[name][0] != version]
+
+
 LOCK = parse_lock((ROOT / "requirements.lock").read_text())
 BUILD_LOCK = parse_lock((ROOT / "requirements-build.lock").read_text())
+CUDA_LOCK = parse_lock((ROOT / "requirements-cuda.lock").read_text())
+CUDA_INPUT = [line for line in (ROOT / "tools" / "deploy" / "cuda-requirements.in").read_text().splitlines()
+              if line and not line.startswith("#")]
 
 
 def test_every_runtime_dependency_is_pinned_in_pyproject() -> None:
@@ -72,7 +82,7 @@ def test_pin_check_tells_a_stale_lock() -> None:
 
 
 def test_every_locked_package_is_hash_pinned() -> None:
-    for lock in (LOCK, BUILD_LOCK):
+    for lock in (LOCK, BUILD_LOCK, CUDA_LOCK):
         for name, (version, hashes) in lock.items():
             assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), (name, version)
     assert "chainyard" not in LOCK
@@ -108,6 +118,33 @@ def test_build_lock_satisfies_the_build_system() -> None:
         assert requirement.specifier.contains(Version(locked)), (text, locked)
 
 
+def test_cuda_plugin_is_the_locked_jax_version() -> None:
+    # jax loads a CUDA plugin only of its jaxlib's version
+    jax = {LOCK[name][0] for name in ("jax", "jaxlib")}
+    cuda = {CUDA_LOCK[name][0] for name in ("jax-cuda12-plugin", "jax-cuda12-pjrt")}
+    assert len(jax) == 1 and cuda == jax
+    assert pin_mismatches(CUDA_INPUT, CUDA_LOCK) == []
+    assert {str(Requirement(text).specifier) for text in CUDA_INPUT} == {f"=={version}" for version in jax}
+
+
+def test_cuda_lock_adds_only_the_plugin_and_nvidias_libraries() -> None:
+    assert "with-cuda" in Requirement(next(t for t in CUDA_INPUT if t.startswith("jax-cuda12-plugin"))).extras
+    others = [name for name in CUDA_LOCK if not name.startswith(("jax-cuda12-", "nvidia-"))]
+    assert others == []
+    # the libraries the with-cuda extra names (XLA compiles with nvcc's ptxas, and loads cuDNN and cuBLAS)
+    assert {"nvidia-cuda-nvcc-cu12", "nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"} <= set(
+        CUDA_LOCK)
+
+
+def test_cuda_lock_repins_nothing_the_cpu_image_has() -> None:
+    assert repins(CUDA_LOCK, LOCK) == []
+
+
+def test_repin_check_tells_a_changed_version() -> None:
+    cuda = dict(CUDA_LOCK) | {"numpy": ("1.26.4", ["0" * 64]), "jax": (LOCK["jax"][0], ["0" * 64])}
+    assert repins(cuda, LOCK) == [f"numpy: {LOCK['numpy'][0]} -> 1.26.4"]
+
+
 def test_locks_say_how_to_regenerate_them() -> None:
-    for name in ("requirements.lock", "requirements-build.lock"):
+    for name in ("requirements.lock", "requirements-build.lock", "requirements-cuda.lock"):
         assert "#    tools/deploy/lock.sh" in (ROOT / name).read_text().splitlines()[1]

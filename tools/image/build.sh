@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the chainyard image without Docker Hub: a Debian bookworm base from debootstrap plus Debian's
 # python3 (cached under its tag), then ./Dockerfile on it. Needs root, docker.io and debootstrap.
-#   tools/image/build.sh [TAG]        (TAG: default chainyard:local)
+#   tools/image/build.sh [TAG [DOCKER-BUILD-OPTION...]]   (TAG: default chainyard:local; the options go to docker
+#                                                          build, e.g. --build-arg VARIANT=cuda for the CUDA image)
 # Environment: CHAINYARD_BASE_IMAGE (default chainyard-base:bookworm-python3; rebuilt only when missing),
 # DEBIAN_MIRROR (default: the first Debian URI apt uses here), DOCKERD_LOG (default /tmp/chainyard-dockerd.log).
 # The dockerd this starts, when none answers, makes no bridge network (--bridge=none, no iptables): run
@@ -13,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 tag=${1:-chainyard:local}
+shift $(($# > 0 ? 1 : 0))
 base=${CHAINYARD_BASE_IMAGE:-chainyard-base:bookworm-python3}
 log=${DOCKERD_LOG:-/tmp/chainyard-dockerd.log}
 # Debian's client: its BuildKit is built in (a newer client wants the buildx plugin)
@@ -83,7 +85,7 @@ EOF
 started=$SECONDS
 DOCKER_BUILDKIT=1 "$docker" build --network host --progress plain \
     --secret id=pip.conf,src="$work/pip.conf" --secret id=pip-ca,src="$work/pip-ca" \
-    --build-arg PYTHON_IMAGE="$base" -t "$tag" . >&2
+    --build-arg PYTHON_IMAGE="$base" "$@" -t "$tag" . >&2
 build_seconds=$((SECONDS - started))
 size=$("$docker" image inspect -f '{{.Size}}' "$tag")
 echo "image $tag size_bytes=$size build_seconds=$build_seconds base_seconds=$base_seconds"
