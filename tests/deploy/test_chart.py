@@ -84,6 +84,12 @@ BAD_VALUES = {
     "bad image digest": ({"image": {"digest": "latest"}}, "/image/digest"),
     "relative mount path": ({"worker": {"persistence": {"checkpoints": {"mountPath": "data"}}}},
                             "/worker/persistence/checkpoints"),
+    "zero GPUs": ({"worker": {"gpu": {"enabled": True, "count": 0}}}, "/worker/gpu/count"),
+    "GPU count as a string": ({"worker": {"gpu": {"count": "1"}}}, "/worker/gpu/count"),
+    "misspelt GPU key": ({"worker": {"gpu": {"enable": True}}}, "enable"),
+    "GPU resource without a domain": ({"worker": {"gpu": {"resourceName": "gpu"}}}, "/worker/gpu/resourceName"),
+    "GPU tag suffix with a colon": ({"worker": {"gpu": {"imageTagSuffix": ":cuda"}}}, "/worker/gpu/imageTagSuffix"),
+    "bad CUDA image digest": ({"worker": {"gpu": {"imageDigest": "latest"}}}, "/worker/gpu/imageDigest"),
 }
 
 
@@ -263,6 +269,79 @@ def test_worker_pdb_and_service_select_the_worker_pods() -> None:
     for other in workloads(objects):
         if other is not sts:
             assert not matches(pdb["spec"]["selector"]["matchLabels"], pod_labels(other))
+
+
+# -- worker: GPUs (worker.gpu) -------------------------------------------------------------------------------------
+
+
+def test_gpu_workers_ask_for_gpus_on_gpu_nodes_and_run_the_cuda_variant(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render(SCENARIOS["gpu"])
+    sts = component(objects, "StatefulSet", "worker")
+    spec = pod_spec(sts)
+    [container] = spec["containers"]
+    # Kubernetes refuses an extended resource whose request differs from its limit
+    assert container["resources"] == {"requests": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": 1},
+                                      "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": 1}}
+    assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64", "nvidia.com/gpu.present": "true"}
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert container["image"] == "ghcr.io/chainyard/chainyard:0.1.0-cuda"
+    settings = settings_from(container_env(objects, sts, container), monkeypatch)
+    assert settings.platform == "gpu"
+
+
+def test_gpu_values_add_to_the_workers_own_placement_and_resources() -> None:
+    values = {"worker": {"nodeSelector": {"pool": "cpu", "zone": "a"},
+                         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "chainyard",
+                                          "effect": "NoSchedule"}],
+                         "resources": {"limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 4}},
+                         "gpu": {"enabled": True, "count": 2, "nodeSelector": {"pool": "gpu"},
+                                 "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}}
+    spec = pod_spec(component(render(values), "StatefulSet", "worker"))
+    assert spec["nodeSelector"] == {"pool": "gpu", "zone": "a"}  # the GPU selector wins where both set a key
+    assert [t["key"] for t in spec["tolerations"]] == ["dedicated", "nvidia.com/gpu"]
+    resources = spec["containers"][0]["resources"]
+    assert resources["limits"] == {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 2}  # count, not a stray limit
+    assert resources["requests"] == {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": 2}
+
+
+def test_gpu_resource_name_tag_suffix_and_digest_follow_the_values() -> None:
+    digest = "sha256:" + "ab" * 32
+
+    def worker(gpu: dict[str, Any], image: dict[str, Any] | None = None) -> dict[str, Any]:
+        values = {"worker": {"gpu": {"enabled": True} | gpu}, "image": image or {}}
+        return pod_spec(component(render(values), "StatefulSet", "worker"))["containers"][0]
+
+    amd = worker({"resourceName": "amd.com/gpu", "imageTagSuffix": "-rocm"}, {"tag": "1.2.3"})
+    assert amd["resources"]["limits"]["amd.com/gpu"] == amd["resources"]["requests"]["amd.com/gpu"] == 1
+    assert "nvidia.com/gpu" not in amd["resources"]["limits"]
+    assert amd["image"] == "ghcr.io/chainyard/chainyard:1.2.3-rocm"
+    assert worker({"imageDigest": digest})["image"] == f"ghcr.io/chainyard/chainyard@{digest}"
+    # image.digest names the CPU image: GPU workers keep the tag plus suffix unless imageDigest pins theirs
+    assert worker({}, {"digest": "sha256:" + "cd" * 32})["image"] == "ghcr.io/chainyard/chainyard:0.1.0-cuda"
+
+
+def test_only_the_workers_change_with_gpu_workers() -> None:
+    default, gpu = render(), render(SCENARIOS["gpu"])
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
+    changed = [key(o) for o, p in zip(sorted(default, key=key), sorted(gpu, key=key), strict=True) if o != p]
+    assert changed == [("StatefulSet", "chainyard-worker")]  # the API, refit CronJob and refit template stay on CPU
+
+
+@pytest.mark.parametrize("scenario", sorted(set(SCENARIOS) - {"gpu"}))
+def test_without_gpu_values_nothing_asks_for_a_gpu(scenario: str) -> None:
+    for workload in workloads(render(SCENARIOS[scenario])):
+        spec = pod_spec(workload)
+        assert "tolerations" not in spec and "nodeSelector" not in spec
+        for container in spec["containers"]:
+            assert {k for kind in container["resources"].values() for k in kind} <= {"cpu", "memory"}
+            assert "CHAINYARD_PLATFORM" not in {var["name"] for var in container.get("env", [])}
+            assert not container["image"].endswith("-cuda")
+
+
+def test_disabled_gpu_values_render_exactly_the_default() -> None:
+    values = {"worker": {"gpu": {"enabled": False, "count": 4, "resourceName": "amd.com/gpu", "imageTagSuffix": "-x",
+                                 "nodeSelector": {"pool": "gpu"}, "tolerations": [{"operator": "Exists"}]}}}
+    assert render(values) == render()
 
 
 # -- writable paths under a read-only root filesystem ------------------------------------------------------------------
