@@ -281,13 +281,14 @@ def worker_chainyard(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = SamplerSettings(seed=SEED, chains=CHAINS, warmup=args.warmup, draws=args.draws)
     engine = Engine(threads=0)
+    worker_engine = Engine(threads=0, checkpoint_at_end=False)  # what the service's workers run: writes by time only
     model0 = load_model(args.model, 0)
     params = [p.name for p in model0.params]
     models = {k: load_model(args.model, k) for k in range(1, args.repeats + 1)} if args.mode == "cold" else {}
 
-    def fit(model: Any, checkpoint_dir: Path | None = None) -> tuple[dict[str, Any], Any]:
+    def fit(model: Any, checkpoint_dir: Path | None = None, runner: Engine = engine) -> tuple[dict[str, Any], Any]:
         mark = monitor.mark()
-        f = engine.run(model, settings, checkpoint_dir=checkpoint_dir)
+        f = runner.run(model, settings, checkpoint_dir=checkpoint_dir)
         rec = {
             "wall_s": f.timings["wall"],
             "compile": monitor.since(mark),
@@ -304,18 +305,21 @@ def worker_chainyard(args: argparse.Namespace) -> dict[str, Any]:
         out["restart"], _ = fit(model0)
         return out
     out["cold"], _ = fit(model0)
-    out["warm"], out["warm_checkpoint"], identical = [], [], []
+    kinds = ("warm", "warm_checkpoint", "warm_checkpoint_worker")
+    out.update({kind: [] for kind in kinds})
+    identical = []
     with tempfile.TemporaryDirectory(prefix="chainyard-bench-ckpt-") as tmp:
         for k in range(1, args.repeats + 1):
-            # alternate which of the pair runs first so drift in machine load hits both sides alike
-            order = (False, True) if k % 2 else (True, False)
-            pair = {}
-            for ckpt in order:
-                rec, f = fit(models[k], Path(tmp) / f"job-{k}" if ckpt else None)
+            # rotate which of the three runs first so drift in machine load hits them alike
+            order = kinds[k % 3:] + kinds[:k % 3]
+            firsts = {}
+            for kind in order:
+                directory = Path(tmp) / f"{kind}-{k}" if kind != "warm" else None
+                rec, f = fit(models[k], directory, worker_engine if kind == "warm_checkpoint_worker" else engine)
                 rec["variant"] = k
-                (out["warm_checkpoint"] if ckpt else out["warm"]).append(rec)
-                pair[ckpt] = f.draws[params[0]]
-            identical.append(bool(np.array_equal(pair[False], pair[True])))
+                out[kind].append(rec)
+                firsts[kind] = f.draws[params[0]]
+            identical.append(all(np.array_equal(firsts["warm"], firsts[kind]) for kind in kinds))
     out["checkpoint_draws_identical"] = all(identical)
     out["warm_same_data"], _ = fit(model0)  # same data and seed as the cold fit: cold - this = first-fit overhead
     return out
@@ -570,6 +574,7 @@ def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
         cold, warm, ckpt = res["cold"], res["warm"], res["warm_checkpoint"]
         warm_wall = _median(r["wall_s"] for r in warm)
         ckpt_wall = _median(r["wall_s"] for r in ckpt)
+        worker_wall = _median(r["wall_s"] for r in res.get("warm_checkpoint_worker", []))
         restart = res.get("restart_result", {}).get("restart")
         row.update({
             "cold_s": cold["wall_s"],
@@ -586,6 +591,8 @@ def summarize(name: str, contender: str, res: dict[str, Any]) -> dict[str, Any]:
             "grads_note": "incl. warmup",
             "checkpoint_overhead_pct": (100.0 * (ckpt_wall - warm_wall) / warm_wall
                                         if warm_wall and ckpt_wall is not None else None),
+            "checkpoint_worker_overhead_pct": (100.0 * (worker_wall - warm_wall) / warm_wall
+                                               if warm_wall and worker_wall is not None else None),
             "checkpoint_draws_identical": res.get("checkpoint_draws_identical"),
             "divergences_warm": _median(r["divergences"] for r in warm),
         })
@@ -708,7 +715,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "| model | contender | cold wall s | warm wall s | restart wall s | compile s | warm compile s | "
         "min ESS_bulk | ESS_bulk/s | ESS/s vs PyStan | ESS/s vs nutpie | grad evals | grad evals/s | "
-        "ckpt overhead % |",
+        "ckpt overhead % (run; worker) |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     notes = []
@@ -719,6 +726,8 @@ def markdown(report: dict[str, Any]) -> str:
             grads = "≥ " + grads
         ckpt = row.get("checkpoint_overhead_pct")
         ckpt_s = "—" if ckpt is None else f"{ckpt:+.1f}"
+        if row.get("checkpoint_worker_overhead_pct") is not None:
+            ckpt_s += f"; {row['checkpoint_worker_overhead_pct']:+.1f}"
         if row.get("error"):
             notes.append(f"- {row['model']} / {LABELS[row['contender']]}: ERROR {row['error'][:300]!r}")
             if row.get("cold_s") is None:
@@ -758,7 +767,10 @@ def markdown(report: dict[str, Any]) -> str:
         "wall); nutpie: `n_steps` of warmup and sampling / warm wall; grad evals: the total of one fit "
         "(median of the warm fits; PyStan: the restart run); raw: `jax.grad` of the potential in a jitted "
         "`fori_loop`, one thread.",
-        "- ckpt overhead: median warm wall with checkpoint_dir vs without (same data and seed, draws identical: "
+        "- ckpt overhead: median warm wall with checkpoint_dir vs without; run = `chainyard run --checkpoint-dir` "
+        "(by time and at each chain's end, so the directory holds the finished job), worker = the service's workers "
+        "(by time only: they store a finished chain's draws in Redis and delete its files). Same data and seed, "
+        "draws identical: "
         + ", ".join(f"{r['model']} {fmt(r.get('checkpoint_draws_identical'))}" for r in report["rows"]
                     if r["contender"] == "chainyard" and not r.get("error")) + ").",
     ]

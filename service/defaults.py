@@ -31,7 +31,8 @@ lists of chunks of at most this size, so none approaches Redis' 512 MB limit on 
 
 CHECKPOINT_SECONDS = 5.0
 """Least time between two checkpoint writes of a chain (Settings.checkpoint_seconds): the blocks run in between
-are written together, as one block file, when it has passed, when the chain is done and when it stops. A SIGKILL
+are written together, as one block file, when it has passed, when the chain stops and (`chainyard run`, not the
+service's workers, which drop a finished chain's files once its draws are stored) when it is done. A SIGKILL
 loses at most this much of a chain's sampling (plus the block running), which its resume runs again, bit for bit;
 a small model's blocks (eight schools runs 2000 iterations in ~15 ms) cost one write per chain instead of one per
 block."""

@@ -139,6 +139,10 @@ class Chain:
     """Iterations of the next block."""
     checkpoint_seconds: float = CHECKPOINT_SECONDS
     """Least time between two checkpoint writes (0: every block)."""
+    checkpoint_at_end: bool = True
+    """Write the blocks not yet written when the chain is done, so its directory holds the whole chain (a rerun
+    returns it, a longer run continues it). The service's workers do not: they store a finished chain's draws in
+    Redis and delete its files, so a kill before that reruns at most checkpoint_seconds of sampling."""
     _pending: list[tuple[Block, dict[str, np.ndarray]]] = field(default_factory=list, init=False)
     """Blocks run since the last checkpoint write, each with the sampler state after it."""
     _written_at: float = field(default_factory=time.monotonic, init=False)
@@ -152,7 +156,7 @@ class Chain:
     def open(cls, model: Model, settings: SamplerSettings, *, seed: int, chain: int, store: ChainStore | None,
              fingerprint: str, block_seconds: float, max_block: int, draws: int | None = None,
              base: ChainSnapshot | None = None, warm: WarmStart | None = None,
-             checkpoint_seconds: float = CHECKPOINT_SECONDS) -> Chain:
+             checkpoint_seconds: float = CHECKPOINT_SECONDS, checkpoint_at_end: bool = True) -> Chain:
         """The chain, to run to `draws` draws (default `settings.draws`): resumed from the newer of its newest
         checkpoint in `store` and `base`, else started fresh (at `warm`'s position, step size and inverse mass
         matrix if given). InitializationError / CheckpointMismatchError."""
@@ -164,7 +168,7 @@ class Chain:
         common: dict[str, Any] = dict(program=program, data=data, settings=settings, chain=chain, store=store,
                                       fingerprint=fingerprint, block_seconds=block_seconds, total=total,
                                       next_size=min(FIRST_BLOCK, program.max_block),
-                                      checkpoint_seconds=checkpoint_seconds)
+                                      checkpoint_seconds=checkpoint_seconds, checkpoint_at_end=checkpoint_at_end)
         if base is not None and (resumed is None or base.progress.iteration > int(resumed.meta["iteration"])):
             try:
                 state = SamplerState.from_arrays(base.state, like=program.state_shapes(key, data))
@@ -200,7 +204,8 @@ class Chain:
 
     def step(self) -> Block:
         """Run one block (sized to aim at block_seconds), checkpoint it to the store (with the blocks before it not
-        yet written, once checkpoint_seconds have passed since the last write, or the chain is done), return it."""
+        yet written, once checkpoint_seconds have passed since the last write, or the chain is done and
+        checkpoint_at_end), return it."""
         if self.done:
             raise RuntimeError(f"chain {self.chain} is done")
         warmup, total, thin = self.settings.warmup, self.total, self.settings.thin
@@ -229,7 +234,7 @@ class Chain:
         self.blocks.append(block)
         if self.store is not None:
             self._pending.append((block, arrays))
-            if self.done or time.monotonic() - self._written_at >= self.checkpoint_seconds:
+            if (self.done and self.checkpoint_at_end) or time.monotonic() - self._written_at >= self.checkpoint_seconds:
                 self.checkpoint()
         self.gradient_evaluations += gradients
         # aim blocks at block_seconds; grow at most 8x at a time (the first block includes compiling)

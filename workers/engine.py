@@ -72,6 +72,9 @@ class Engine:
     max_block: int = 1000
     threads: int = 0
     checkpoint_seconds: float = CHECKPOINT_SECONDS
+    checkpoint_at_end: bool = True
+    """`Chain.checkpoint_at_end`: a finished job's directory holds its whole chains (rerun returns them, a longer
+    run continues them); False writes by time only, as the service's workers do."""
 
     def open_chain(self, model: Model, settings: SamplerSettings, *, seed: int, chain: int,
                    store: ChainStore | None = None, fingerprint: str = "", draws: int | None = None,
@@ -80,7 +83,8 @@ class Engine:
         `draws` (default settings.draws)."""
         return Chain.open(model, settings, seed=seed, chain=chain, store=store, fingerprint=fingerprint,
                           block_seconds=self.block_seconds, max_block=self.max_block, draws=draws, base=base,
-                          warm=warm, checkpoint_seconds=self.checkpoint_seconds)
+                          warm=warm, checkpoint_seconds=self.checkpoint_seconds,
+                          checkpoint_at_end=self.checkpoint_at_end)
 
     def run_chain(
         self,

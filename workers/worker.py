@@ -208,7 +208,8 @@ class Worker:
         chain = Chain.open(model, settings, seed=record.seed, chain=task.chain, store=ChainStore(root, task.chain),
                            fingerprint=fingerprint, block_seconds=self.settings.block_seconds,
                            max_block=self.settings.max_block, draws=record.draws, base=base, warm=warm,
-                           checkpoint_seconds=self.settings.checkpoint_seconds)
+                           checkpoint_seconds=self.settings.checkpoint_seconds,
+                           checkpoint_at_end=False)  # _done drops the files once the draws are stored
         self.chains.reset_live(task.job_id, task.chain, [pack_block(b.draws, b.stats) for b in chain.restored])
         policy = JobStop(deadline=record.deadline, shutdown=self.shutdown)
 

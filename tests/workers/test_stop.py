@@ -106,3 +106,25 @@ def test_event_policy_and_first_of() -> None:
     assert shutdown(progress) is StopReason.SHUTDOWN
     assert combined(progress) is StopReason.SHUTDOWN
     assert first_of(at_iteration(6, StopReason.TIMEOUT))(progress) is None
+
+
+@pytest.mark.parametrize("at_end", [True, False], ids=["run", "worker"])
+def test_a_finished_chain_writes_its_end_only_when_asked(eight_schools: dict[str, Any], tmp_path: Path,
+                                                         at_end: bool) -> None:
+    """`chainyard run` keeps the whole chain in its directory; a worker (its files dropped once the draws are in
+    Redis) writes by time only, and a rerun from what it left resumes or restarts to the same draws."""
+    from workers.chain import Chain
+    from workers.checkpoint import ChainStore
+    from workers.stop import run
+
+    model = validate(eight_schools)
+    store = ChainStore(tmp_path, 0)
+    chain = Chain.open(model, SETTINGS, seed=12, chain=0, store=store, fingerprint="job", block_seconds=1.0,
+                       max_block=20, checkpoint_seconds=60.0, checkpoint_at_end=at_end)
+    first = run(chain)
+    store.flush()
+    assert len(chain.blocks) > 2 and len(store.blocks()) == (1 if at_end else 0)
+    again = Chain.open(model, SETTINGS, seed=12, chain=0, store=store, fingerprint="job", block_seconds=1.0,
+                       max_block=20, checkpoint_seconds=60.0)
+    assert again.done is at_end and again.gradient_evaluations == 0
+    assert_same_draws(first.draws, run(again).draws)
