@@ -44,6 +44,7 @@ import numpy as np
 
 from bench.engine import (
     CompileMonitor,
+    fmt,
     gradient_rate,
     machine_info,
     min_ess_bulk,
@@ -177,14 +178,6 @@ def run_size(groups: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
     rec = json.loads(result.read_text())
     rec["process_s"] = time.perf_counter() - started
     return dict(rec)
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    if x is None:
-        return "—"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{digits}g}"
 
 
 def markdown(report: dict[str, Any]) -> str:
