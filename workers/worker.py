@@ -93,7 +93,7 @@ class Worker:
         self.data_dir = data_dir
         self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout,
                                 window=settings.dispatch_window)
-        self.store = JobStore(redis, settings)
+        self.store = JobStore(redis, settings, owner=name)  # its assembly locks: taken over after a restart
         self.chains = ChainWriter(redis, chunk_bytes=settings.chunk_bytes)
         self.shutdown = threading.Event()
         self.busy = metrics.WORKER_BUSY.labels(worker=name)

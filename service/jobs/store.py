@@ -47,6 +47,26 @@ return 1
 """
 """HSET KEYS[2] only while the job record KEYS[1] exists (a job deleted meanwhile stays deleted)."""
 
+_TAKE_ASSEMBLY = """
+local held = redis.call('GET', KEYS[1])
+if held and not (ARGV[2] ~= '' and string.sub(held, 1, #ARGV[2]) == ARGV[2] and held ~= ARGV[1]) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+"""Take the assembly lock KEYS[1] as ARGV[1] for ARGV[3] seconds: when it is free, or when it is held under the
+owner prefix ARGV[2] (non-empty) by another process, a dead earlier incarnation of this worker."""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+"""Delete KEYS[1] only while it holds ARGV[1] (a lock that expired and was taken by another stays theirs)."""
+
+PROCESS_TOKEN = secrets.token_hex(8)
+"""This process's incarnation, in the locks it holds."""
+
 RERUN = frozenset({JobState.CANCELLED, JobState.FAILED})
 """A seeded request identical to a job in one of these states runs it again (same id) instead of returning it."""
 
@@ -60,9 +80,15 @@ class JobPage:
 
 
 class JobStore:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, owner: str | None = None) -> None:
+        """`owner`: a worker's name, unique among live workers (a StatefulSet pod's), in the assembly locks this
+        store takes; a restarted worker of that name takes over the locks its killed incarnation held instead
+        of waiting for them to expire. Without one (the API, the CLI) locks only expire."""
         self.r: Any = redis  # redis-py's annotations do not follow decode_responses
         self.settings = settings
+        self.owner = owner
+        self._lock_prefix = f"{owner}/" if owner else ""
+        self._lock_value = f"{self._lock_prefix}{PROCESS_TOKEN}"
         self.queue = ChainQueue(redis, visibility_timeout=settings.visibility_timeout,
                                 window=settings.dispatch_window)
         self.quotas = Quotas(settings)
@@ -359,7 +385,8 @@ class JobStore:
         chains = self.chains(record)
         if not all(c.phase == ChainPhase.DONE and c.stored == record.iterations for c in chains):
             return False  # a chain of this round is not stored yet
-        if not self.r.set(keys.assembling(job_id), "1", nx=True, ex=keys.ASSEMBLE_LOCK_SECONDS):
+        lock = keys.assembling(job_id)
+        if not self.r.eval(_TAKE_ASSEMBLY, 1, lock, self._lock_value, self._lock_prefix, keys.ASSEMBLE_LOCK_SECONDS):
             return False
         try:
             attempts = int(self.r.hincrby(keys.job(job_id), "assembly_attempts", 1))
@@ -403,7 +430,7 @@ class JobStore:
             self.finish(job_id, JobState.SUCCEEDED)
             return True
         finally:
-            self.r.delete(keys.assembling(job_id))
+            self.r.eval(_RELEASE, 1, lock, self._lock_value)
 
     def _next_round(self, record: JobRecord, decision: Round) -> None:
         """Queue every chain of an `until` job for its next round, once (a concurrent assembler's WATCH fails)."""

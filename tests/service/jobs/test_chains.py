@@ -102,3 +102,28 @@ def test_a_stale_save_of_fewer_iterations_keeps_the_later_round(redis: Redis, st
                        warmup_gradients=30) is True
     chain = store.chains(store.get("t", job_id))[1]
     assert (chain.stored, chain.gradients, chain.warmup_gradients) == (3000, 70, 30)
+
+
+def test_a_restarted_worker_takes_over_the_assembly_lock_its_killed_incarnation_held(
+        redis: Redis, redis_server: str, store: JobStore) -> None:
+    """Only a store owned by the lock holder's name, in another process (a worker restarted under its name after
+    a kill mid-assembly), takes a held lock; anyone else waits for it to expire (ASSEMBLE_LOCK_SECONDS)."""
+    job_id = submit_eight_schools(store, warmup=5, draws=20)
+    store.mark_running(job_id)
+    rng = np.random.default_rng(0)
+    writer = ChainWriter(redis)
+    for c in range(2):
+        draws = {"mu": rng.normal(size=20), "tau": rng.exponential(size=20), "theta": rng.normal(size=(20, 8))}
+        blob = pack_block(draws, {"diverging": np.zeros(20, bool)})
+        writer.save(job_id, c, blob, STATE, chains=2, iterations=25, divergences=0)
+    lock = keys.assembling(job_id)
+    redis.set(lock, "worker-0/0123456789abcdef", ex=keys.ASSEMBLE_LOCK_SECONDS)  # the killed worker-0's
+    settings = store.settings
+    for other in (store, JobStore(redis, settings, owner="worker-1"), JobStore(redis, settings, owner="worker")):
+        assert other.assemble(job_id) is False
+        assert redis.get(lock) == b"worker-0/0123456789abcdef"
+    assert store.get("t", job_id).state is JobState.RUNNING
+    restarted = JobStore(redis, settings, owner="worker-0")
+    assert restarted.assemble(job_id) is True
+    assert store.get("t", job_id).state is JobState.SUCCEEDED
+    assert redis.exists(lock) == 0
