@@ -18,6 +18,7 @@ import pytest
 
 from service.language.loader import load_file
 from tests.conftest import EXAMPLES, subprocess_env
+from workers.checkpoint import read_block
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -40,8 +41,7 @@ def newest_iteration(ckpt: Path) -> int:
         if not blocks:
             return 0
         try:
-            with np.load(blocks[-1], allow_pickle=False) as npz:
-                done.append(json.loads(str(npz["meta"]))["iteration"])
+            done.append(read_block(blocks[-1])[1]["iteration"])
         except (OSError, ValueError, KeyError):  # renamed away under us; next poll
             return 0
     return min(done)
