@@ -212,3 +212,58 @@ def test_every_distribution_lowers_to_a_finite_log_density(name: str) -> None:
     assert np.isfinite(total)
     if name in PARAM_USES:
         assert tuple(trace["x"]["value"].shape) == model.variables["x"].shape
+
+
+GROUPED = {
+    "spec": 1,
+    "data": {"y": [0.5, 1.2, -0.3, 2.2, 0.9, 1.1], "x": [0.1, -1.0, 0.4, 2.0, 0.3, -0.2],
+             "g": [0, 2, 1, 1, 0, 2], "h": [1, 0, 1, 0, 1, 1], "Z": [[1.0, 0.5]] * 6},
+    "coords": {"grp": ["a", "b", "c"], "k": ["u", "v"], "two": ["p", "q"]},
+    "params": {"a": {"dist": "Normal(0, 1)", "dims": ["grp"]}, "b": {"dist": "Normal(0, 1)", "dims": ["grp"]},
+               "c": {"dist": "Normal(0, 1)", "dims": ["two"]},
+               "W": {"dist": "Normal(0, 1)", "dims": ["grp", "k"]}, "V": {"dist": "Normal(0, 1)", "dims": ["grp", "k"]},
+               "sigma": "HalfNormal(1)"},
+    "define": {"m": "a[g] + b[g] * x + c[h] + sum((W[g] + V[g]) * Z, axis=1)"},
+    "observe": {"y": "Normal(m, sigma)"},
+}
+"""a and b share index g (stacked), W and V too (2-D rows, stacked apart from a and b: another shape); c is
+gathered by h alone."""
+
+
+def test_shared_gathers_are_found_by_index() -> None:
+    from service.language.loader import load_file
+    from service.language.validate import validate
+    from tests.conftest import EXAMPLES
+    from workers.lower import shared_gathers
+
+    assert {k: set(v) for k, v in shared_gathers(validate(GROUPED)).items()} == {"g": {"a", "b", "W", "V"}}
+    regression = validate(load_file(EXAMPLES / "hierarchical_regression.yaml"))
+    assert {k: set(v) for k, v in shared_gathers(regression).items()} == {"county": {"a", "b"}}
+    assert shared_gathers(validate(load_file(EXAMPLES / "hierarchical_logistic.yaml"))) == {}  # alpha[g] alone
+
+
+def test_a_shared_gather_gives_the_same_density_and_gradient(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gathered values are exact; the gradient's one scatter-add may round its sums differently from one per
+    name (here the last bit of one element), so draws are a function of this lowering too, as of XLA's options."""
+    import jax
+    import jax.numpy as jnp
+    from numpyro.infer.util import initialize_model
+
+    import workers.lower as lowering
+    from service.language.validate import validate
+
+    model = validate(GROUPED)
+    data = {k: jnp.asarray(v) for k, v in model.data.items()}
+
+    def potential_and_gradient() -> tuple[np.ndarray, np.ndarray]:
+        info = initialize_model(jax.random.PRNGKey(3), lowering.lower(model), model_args=(data,))
+        z = jax.tree.map(lambda v: v + 0.37, info.param_info.z)
+        value, grad = jax.jit(jax.value_and_grad(info.potential_fn))(z)
+        return np.asarray(value), np.concatenate([np.ravel(g) for g in jax.tree.leaves(grad)])
+
+    shared = potential_and_gradient()
+    monkeypatch.setattr(lowering, "shared_gathers", lambda model: {})
+    plain = potential_and_gradient()
+    assert np.isfinite(shared[0]) and np.any(shared[1] != 0)
+    np.testing.assert_allclose(shared[0], plain[0], rtol=1e-14)
+    np.testing.assert_allclose(shared[1], plain[1], rtol=1e-13, atol=1e-14)
