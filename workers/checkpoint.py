@@ -90,12 +90,13 @@ def check_format(found: Any, where: Path) -> None:
     """Refuse checkpoints of a layout version this chainyard does not read, saying what to do."""
     if found in READABLE:
         return
+    readable = " and ".join(map(str, sorted(READABLE)))
     if isinstance(found, int) and found > FORMAT:
         raise CheckpointMismatchError(
-            f"{where} holds checkpoint format {found}, written by a newer chainyard (this one reads {FORMAT}); "
+            f"{where} holds checkpoint format {found}, written by a newer chainyard (this one reads {readable}); "
             "upgrade chainyard or use a new directory")
     raise CheckpointMismatchError(
-        f"{where} holds checkpoint format {found}, written by an older chainyard (this one reads {FORMAT}); "
+        f"{where} holds checkpoint format {found}, written by an older chainyard (this one reads {readable}); "
         "it cannot be resumed: delete the directory and rerun the job from the start")
 
 
@@ -198,7 +199,7 @@ def read_block(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     for name, member, start, shape in meta.pop("arrays"):
         flat = packs[f"pack/{member}"]
         size = int(np.prod(shape, dtype=np.int64))
-        arrays[name] = flat[start:start + size].reshape(shape)
+        arrays[name] = flat[start:start + size].reshape(shape).copy()  # not views: the packs (state too) go
     return arrays, meta
 
 

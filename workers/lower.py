@@ -156,8 +156,8 @@ def _expressions(model: Model) -> Iterator[Node]:
 
 
 def _shared_gather(base: str, index: str, group: tuple[str, ...]) -> Compiled:
-    """`base[index]` gathered with the other names of `group` that are in the environment with its shape, as
-    one gather of their stacked values: one scatter-add in the gradient instead of one per name, which on XLA
+    """`base[index]` gathered with the other names of `group` that are in the environment with its shape and
+    dtype, as one gather of their stacked values: one scatter-add in the gradient instead of one per name, which on XLA
     CPU costs per index, not per column (the varying intercept and slope of the bench's regression: a 900-row
     likelihood gradient 12.5 -> 7.1-9.3 us). Gathering is exact, so the values are those of `base[index]`; the
     gradient's sums may round differently in the last bit. Each column is kept in the environment for the other
@@ -169,7 +169,8 @@ def _shared_gather(base: str, index: str, group: tuple[str, ...]) -> Compiled:
     def gather(env: Env) -> Any:
         if key(base) not in env:
             value = jnp.asarray(env[base])
-            members = [b for b in group if b in env and jnp.shape(env[b]) == value.shape]
+            members = [b for b in group if b in env and jnp.shape(env[b]) == value.shape
+                       and jnp.result_type(env[b]) == value.dtype]  # integer data stays integer
             if value.ndim == 0 or len(members) < 2:
                 return value[env[index]]
             rows = jnp.stack([jnp.asarray(env[b]) for b in members], axis=-1)[env[index]]

@@ -49,14 +49,16 @@ return 1
 
 _TAKE_ASSEMBLY = """
 local held = redis.call('GET', KEYS[1])
-if held and not (ARGV[2] ~= '' and string.sub(held, 1, #ARGV[2]) == ARGV[2] and held ~= ARGV[1]) then
+if held and not (ARGV[2] ~= '' and string.sub(held, 1, #ARGV[2]) == ARGV[2] and held ~= ARGV[1]
+                 and not string.find(held, '/', #ARGV[2] + 1, true)) then
   return 0
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1
 """
 """Take the assembly lock KEYS[1] as ARGV[1] for ARGV[3] seconds: when it is free, or when it is held under the
-owner prefix ARGV[2] (non-empty) by another process, a dead earlier incarnation of this worker."""
+owner prefix ARGV[2] (non-empty; `name/`) by another process of that name, a dead earlier incarnation of this
+worker (`name/token`, not `name/more/token`: a worker named `name/more`)."""
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -17,7 +17,8 @@ from tests.workers.test_state import FIELDS, FISHER_FIELDS
 pytestmark = pytest.mark.usefixtures("jax_ready")
 
 SETTINGS = SamplerSettings(chains=1, warmup=20, draws=10, seed=3)
-OLDER = r"written by an older chainyard \(this one reads 3\); it cannot be resumed: delete the directory and rerun"
+OLDER = (r"written by an older chainyard \(this one reads 2 and 3\); it cannot be resumed: delete the directory and "
+         "rerun")
 
 
 def test_block_files_hold_the_sampler_state_by_field_name(eight_schools: dict[str, Any], tmp_path: Path) -> None:
@@ -54,6 +55,7 @@ def test_pack_and_read_give_every_array_back_exactly(tmp_path: Path) -> None:
     assert list(got) == list(arrays) and meta == {"block": 0, "format": 3}
     for name, value in arrays.items():
         assert got[name].dtype == np.asarray(value).dtype and np.array_equal(got[name], value), name
+        assert got[name].base is None, name  # its own memory: a block's draws do not keep its state alive
 
 
 def test_a_format_2_checkpoint_resumes_bit_identically(eight_schools: dict[str, Any], tmp_path: Path) -> None:

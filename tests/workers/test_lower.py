@@ -267,3 +267,18 @@ def test_a_shared_gather_gives_the_same_density_and_gradient(monkeypatch: pytest
     assert np.isfinite(shared[0]) and np.any(shared[1] != 0)
     np.testing.assert_allclose(shared[0], plain[0], rtol=1e-14)
     np.testing.assert_allclose(shared[1], plain[1], rtol=1e-13, atol=1e-14)
+
+
+def test_a_shared_gather_stacks_only_names_of_one_dtype() -> None:
+    """Integer data gathered by the same index as float params is gathered on its own: it stays integer."""
+    import jax.numpy as jnp
+
+    from workers.lower import compile_expr
+
+    env = {"a": jnp.asarray([0.5, 1.5, 2.5]), "b": jnp.asarray([1.0, 2.0, 3.0]), "n": jnp.asarray([3, 40, 500]),
+           "g": jnp.asarray([2, 0, 1, 2])}
+    gathers = {"g": ("a", "b", "n")}
+    total = compile_expr(expr.parse("a[g] + b[g] * n[g]", "x"), gathers=gathers)(dict(env))
+    np.testing.assert_array_equal(np.asarray(total), [2.5 + 3 * 500, 0.5 + 3, 1.5 + 2 * 40, 2.5 + 3 * 500])
+    counts = compile_expr(expr.parse("n[g]", "x"), gathers=gathers)(dict(env))
+    assert counts.dtype == env["n"].dtype and np.array_equal(np.asarray(counts), [500, 3, 40, 500])

@@ -122,6 +122,9 @@ def test_a_restarted_worker_takes_over_the_assembly_lock_its_killed_incarnation_
     for other in (store, JobStore(redis, settings, owner="worker-1"), JobStore(redis, settings, owner="worker")):
         assert other.assemble(job_id) is False
         assert redis.get(lock) == b"worker-0/0123456789abcdef"
+    redis.set(lock, "worker-0/x/0123456789abcdef", ex=keys.ASSEMBLE_LOCK_SECONDS)  # a worker named worker-0/x
+    assert JobStore(redis, settings, owner="worker-0").assemble(job_id) is False
+    redis.set(lock, "worker-0/0123456789abcdef", ex=keys.ASSEMBLE_LOCK_SECONDS)
     assert store.get("t", job_id).state is JobState.RUNNING
     restarted = JobStore(redis, settings, owner="worker-0")
     assert restarted.assemble(job_id) is True
