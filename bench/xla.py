@@ -50,6 +50,7 @@ CANDIDATES = {
         "fusion_emitters_off": "--xla_cpu_use_fusion_emitters=false",
         "xnn_greedy": "--xla_cpu_experimental_xnn_graph_fusion_mode=XNN_GRAPH_FUSION_MODE_GREEDY",
         "xnnpack": "--xla_cpu_use_xnnpack=true",
+        "eigen_single_thread": "--xla_cpu_multi_thread_eigen=false",
     }.items()
 } | {"threshold_400000": "--xla_backend_extra_options=xla_cpu_small_while_loop_byte_threshold=400000"} | {
     # fewer thunks per gradient (XLA CPU runs each fusion as a thunk at a fixed cost): entries of the same map as
@@ -59,7 +60,7 @@ CANDIDATES = {
         "flatten_after_fusion": "xla_cpu_flatten_after_fusion=true",
         "loop_unrolling_off": "xla_cpu_disable_loop_unrolling=true",
     }.items()
-} | {"eigen_single_thread": f"--xla_backend_extra_options={XLA_BACKEND_OPTIONS} --xla_cpu_multi_thread_eigen=false"}
+}
 
 
 def worker(model_name: str, repeats: int) -> dict[str, Any]:
